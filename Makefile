@@ -1,0 +1,42 @@
+# `make demo` and `make test` each create .venv on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-slow lint format bench readme clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,smile]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/sermodels predict --model default sermodels/assets/clips --out demo_predictions.csv
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check sermodels tests benchmarks
+	$(BIN)/ruff format --check sermodels tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format sermodels tests benchmarks
+	$(BIN)/ruff check --fix sermodels tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/baselines.py
+	$(BIN)/python benchmarks/make_readme.py
+
+readme: $(STAMP)
+	$(BIN)/python benchmarks/make_readme.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info demo_predictions.csv

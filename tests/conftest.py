@@ -1,0 +1,48 @@
+"""Shared fixtures: the real corpora live in ../shared/data beside the repository and are never copied into it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SERMODELS_SHARED", REPO.parent / "shared"))
+DATA = SHARED / "data"
+REFERENCE = SHARED / "reference"
+CORPUS_DIRS = {"emodb": "EMODB", "ravdess": "RAVDESS", "emovo": "EMOVO", "urdu": "URDU"}
+
+
+def corpus_root(name: str) -> Path:
+    root = DATA / CORPUS_DIRS[name]
+    if not root.is_dir():
+        pytest.skip(f"corpus {name} not found at {root} (the shared data folder is absent on this machine)")
+    return root
+
+
+@pytest.fixture
+def emodb_root() -> Path:
+    return corpus_root("emodb")
+
+
+@pytest.fixture
+def ravdess_root() -> Path:
+    return corpus_root("ravdess")
+
+
+@pytest.fixture
+def emovo_root() -> Path:
+    return corpus_root("emovo")
+
+
+@pytest.fixture
+def urdu_root() -> Path:
+    return corpus_root("urdu")
+
+
+@pytest.fixture
+def reference_dir() -> Path:
+    if not REFERENCE.is_dir():
+        pytest.skip(f"torchaudio reference outputs not found at {REFERENCE}")
+    return REFERENCE
