@@ -1,0 +1,119 @@
+"""Regenerate the numbers in README.md from JSON: checkpoints/*/metrics.json and benchmarks/results/*.json.
+
+Every table between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` is rewritten; nothing else is touched.
+``--check`` exits 1 when README.md is out of date (the test suite runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+CORPUS_NAMES = {"emodb": "EMO-DB", "ravdess": "RAVDESS", "emovo": "EMOVO", "urdu": "URDU"}
+SYSTEM_NAMES = {
+    "logmel600+linear": "log-mel-600 + linear SVM",
+    "logmel600+rbf": "log-mel-600 + RBF SVM",
+    "egemaps+linear": "eGeMAPS + linear SVM",
+    "egemaps+rbf": "eGeMAPS + RBF SVM",
+}
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def models_table(checkpoints: Path = REPO / "checkpoints") -> str:
+    rows = [
+        "| id | architecture | trained on | classes | evaluated on | UAR % | WAR % | licence |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for folder in sorted(p for p in checkpoints.iterdir() if (p / "config.json").is_file()):
+        config = json.loads((folder / "config.json").read_text())
+        metrics_file = folder / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        corpora = config.get("training", {}).get("corpora", [])
+        trained = ", ".join(f"{CORPUS_NAMES.get(c['name'], c['name'])} ({config['training'].get('split', '?')})"
+                            for c in corpora)
+        licences = ", ".join(sorted({c.get("licence", "?") for c in corpora}))
+        classes = sum(len(v) for v in config["heads"].values())
+        for key in sorted(metrics) or ["–"]:
+            m = metrics.get(key, {})
+            rows.append(
+                f"| `{folder.name}` | {config['architecture']} | {trained} | {classes} | {key} | "
+                f"{pct(m.get('uar'))} | {pct(m.get('war'))} | {licences} |"
+            )
+    return "\n".join(rows)
+
+
+def baselines_table(path: Path = RESULTS / "baselines.json") -> str:
+    if not path.is_file():
+        return "_No results yet: run `python benchmarks/baselines.py`._"
+    res = json.loads(path.read_text())
+    corpora = [c for c in CORPUS_NAMES if c in res["fixed"]]
+    head = "| system | " + " | ".join(f"{CORPUS_NAMES[c]} fixed" for c in corpora) + " | EMO-DB LOSO |"
+    rows = [head, "|---" * (len(corpora) + 2) + "|"]
+    for system, label in SYSTEM_NAMES.items():
+        cells = [pct(res["fixed"][c].get(system, {}).get("uar")) for c in corpora]
+        loso = res["loso"].get("emodb", {}).get(system, {}).get("uar")
+        rows.append(f"| {label} | " + " | ".join(cells) + f" | {pct(loso)} |")
+    rows.append("")
+    rows.append("Published anchors (quoted, not measured here):")
+    rows.append("")
+    for a in res["anchors"]:
+        rows.append(f"- {CORPUS_NAMES[a['corpus']]} {a['protocol']}: {a['system']}: {pct(a['uar'])} % UAR ({a['source']})")
+    env = res["environment"]
+    rows.append("")
+    rows.append(f"UAR in %, test partitions; measured {env['date']} with torch {env['torch']}, scikit-learn "
+                f"{env['scikit_learn']} on {env['cpu_threads']} CPU threads by `python benchmarks/baselines.py` "
+                "(`benchmarks/results/baselines.json`).")
+    return "\n".join(rows)
+
+
+def setup_table(path: Path = RESULTS / "setup.json") -> str:
+    if not path.is_file():
+        return "_Not measured yet: run `python benchmarks/setup_time.py`._"
+    res = json.loads(path.read_text())
+    return (
+        f"On a fresh machine of this project's kind ({res['cpu_count']} CPU cores), `make setup` took "
+        f"{res['setup_s'] / 60:.1f} min (creating `.venv` and installing every dependency; measured "
+        f"{res['date']} by `python benchmarks/setup_time.py`)."
+    )
+
+
+SECTIONS = {"models": models_table, "baselines": baselines_table, "setup": setup_table}
+
+
+def render(text: str) -> str:
+    for name, make in SECTIONS.items():
+        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(\n<!-- END {name} -->)", re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"README.md has no '<!-- BEGIN {name} -->' ... '<!-- END {name} -->' block")
+        text = pattern.sub(lambda m, body=make(): m.group(1) + body + m.group(2), text)
+    return text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is out of date")
+    parser.add_argument("--readme", default=str(REPO / "README.md"))
+    args = parser.parse_args()
+    readme = Path(args.readme)
+    old = readme.read_text()
+    new = render(old)
+    if args.check:
+        if new != old:
+            print(f"{readme} is out of date: run `python benchmarks/make_readme.py`", file=sys.stderr)
+            return 1
+        return 0
+    readme.write_text(new)
+    print(f"updated {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""``sermodels``: the command line.
+
+    sermodels corpora                                   supported corpora
+    sermodels models                                    architectures and pretrained ids
+    sermodels predict --model ID PATH... [--out F]      emotions of files or folders
+    sermodels evaluate --model ID --corpus NAME --root DIR [--split test|dev|loso]
+    sermodels fit-svm --config RECIPE.yaml [key=value ...]
+    sermodels card ID_OR_FOLDER                         (re)generate a model card
+    sermodels hub push ID_OR_FOLDER --repo-id ORG/NAME  upload a checkpoint folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"sermodels {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sermodels", description="Speech emotion recognition model zoo")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("corpora", help="list the supported corpora")
+    p.set_defaults(run=_corpora)
+
+    p = sub.add_parser("models", help="list architectures and pretrained models")
+    p.set_defaults(run=_models)
+
+    p = sub.add_parser("predict", help="predict the emotion of audio files or folders")
+    p.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
+    _model_args(p)
+    p.add_argument("--out", help="write rows to FILE.csv or FILE.json (default: CSV on stdout)")
+    p.add_argument("--chunk-seconds", type=float, default=None, help="classify longer files in windows of this size")
+    p.set_defaults(run=_predict)
+
+    p = sub.add_parser("evaluate", help="evaluate a model on a corpus partition and write a JSON report")
+    _model_args(p)
+    p.add_argument("--corpus", required=True, help="corpus name (see `sermodels corpora`)")
+    p.add_argument("--root", required=True, help="the corpus folder")
+    p.add_argument("--split", default="test", choices=["test", "dev", "train", "loso"])
+    p.add_argument("--out", help="report JSON (default: reports/<model>-<corpus>-<split>.json)")
+    p.add_argument("--png", help="confusion-matrix PNG (default: next to the report)")
+    p.add_argument("--metrics", help="also merge the headline metrics into this metrics.json")
+    p.set_defaults(run=_evaluate)
+
+    p = sub.add_parser("fit-svm", help="fit a baseline recipe and write its checkpoint folder")
+    p.add_argument("--config", required=True, help="recipe YAML (recipes/baselines/*.yaml)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the recipe")
+    p.set_defaults(run=_fit_svm)
+
+    p = sub.add_parser("card", help="generate README.md of a checkpoint folder from config.json and metrics.json")
+    p.add_argument("model")
+    p.set_defaults(run=_card)
+
+    p = sub.add_parser("hub", help="Hugging Face Hub commands")
+    hub_sub = p.add_subparsers(dest="hub_command", required=True)
+    push = hub_sub.add_parser("push", help="upload a checkpoint folder to a Hub repository")
+    push.add_argument("model", help="pretrained id or folder")
+    push.add_argument("--repo-id", required=True)
+    push.add_argument("--revision", help="branch to push to (default: main)")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--token", help="Hub token (default: the one saved by `hf auth login` / HF_TOKEN)")
+    push.set_defaults(run=_hub_push)
+    return parser
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default", help="pretrained id, checkpoint folder, or 'default'")
+    p.add_argument("--revision", default=None, help="Hub revision (commit or branch) to pin")
+    p.add_argument("--head", default=None, help="head of a multi-head model (default: the model's own)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _corpora(args) -> int:
+    from sermodels.data import describe_corpora
+
+    for row in describe_corpora():
+        print(f"{row['name']:<10} {row['description']}")
+    return 0
+
+
+def _models(args) -> int:
+    import sermodels
+
+    print("architectures:", ", ".join(sermodels.list_models()))
+    print("pretrained:   ", ", ".join(sermodels.list_pretrained()))
+    return 0
+
+
+def _predict(args) -> int:
+    import sermodels
+    from sermodels.inference import predict_files, write_predictions
+
+    model = sermodels.load(args.model, revision=args.revision, device=args.device)
+    result = predict_files(
+        model,
+        args.paths,
+        head=args.head,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.no_progress,
+        max_chunk_seconds=args.chunk_seconds,
+    )
+    if args.out:
+        write_predictions(result, args.out)
+        print(f"wrote {len(result.rows)} predictions to {args.out}", file=sys.stderr)
+    else:
+        write_predictions(result, sys.stdout)
+    for path, reason in result.failures:
+        print(f"skipped {reason}" if str(path) in reason else f"skipped {path}: {reason}", file=sys.stderr)
+    if result.failures:
+        print(f"{len(result.failures)} of {len(result.failures) + len(result.rows)} inputs failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _evaluate(args) -> int:
+    import sermodels
+    from sermodels.data import load_corpus
+    from sermodels.evaluation import evaluate_items, loso_report, save_report
+
+    corpus = load_corpus(args.corpus, args.root)
+    model_name = Path(args.model).name if Path(args.model).is_dir() else args.model
+    if args.split == "loso":
+        report = loso_report([_evaluate_fold(args, corpus, train, test) for train, test in corpus.folds("loso")])
+    else:
+        model = sermodels.load(args.model, revision=args.revision, device=args.device)
+        items = corpus.split("fixed")[args.split]
+        report = evaluate_items(model, items, head=args.head, batch_size=args.batch_size, corpus=args.corpus)
+    report.update({"model": model_name, "corpus": args.corpus, "split": args.split})
+    out = Path(args.out or f"reports/{model_name}-{args.corpus}-{args.split}.json")
+    png = args.png or (None if args.split == "loso" else str(out.with_suffix(".png")))
+    save_report(report, out, png)
+    print(f"{model_name} on {args.corpus}/{args.split}: UAR {report['uar']:.4f}, WAR {report['war']:.4f} -> {out}")
+    if args.metrics:
+        _merge_metrics(Path(args.metrics), f"{args.corpus}/{args.split}", report)
+    return 0
+
+
+def _evaluate_fold(args, corpus, train, test) -> dict:
+    """LOSO: the model's architecture is refitted on the fold's training speakers, then scored on the held-out one."""
+    import sermodels
+    from sermodels.evaluation import evaluate_items
+    from sermodels.tasks.svm_release import fit_on_items
+
+    config = sermodels.hub.read_config(args.model, revision=args.revision)
+    if config["architecture"] != "logmel_svm":
+        raise ValueError(f"--split loso refits the model per fold; {config['architecture']} has no refit recipe yet")
+    model = fit_on_items(train, config["sample_rate"], head=args.corpus)
+    return evaluate_items(model, test, batch_size=args.batch_size, corpus=args.corpus)
+
+
+def _merge_metrics(path: Path, key: str, report: dict) -> None:
+    keep = ("uar", "war", "macro_f1", "n", "fold_uar_mean", "fold_uar_std", "folds_n")
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    metrics[key] = {k: report[k] for k in keep if k in report}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    print(f"updated {path} [{key}]")
+
+
+def _fit_svm(args) -> int:
+    from sermodels.card import write_model_card
+    from sermodels.tasks.svm_release import load_recipe, release
+
+    recipe = load_recipe(args.config, args.overrides)
+    recipe["recipe_path"] = str(args.config)
+    out = release(recipe)
+    write_model_card(out)
+    print(f"wrote {out}")
+    return 0
+
+
+def _card(args) -> int:
+    from sermodels.card import write_model_card
+    from sermodels.hub import resolve
+
+    print(write_model_card(resolve(args.model, local_only=True)))
+    return 0
+
+
+def _hub_push(args) -> int:
+    from sermodels.hub import push, resolve
+
+    sha = push(resolve(args.model, local_only=True), args.repo_id, revision=args.revision, token=args.token,
+               private=args.private)
+    print(f"pushed {args.model} to {args.repo_id} at commit {sha}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""Evaluation metrics for speech emotion recognition: UAR, WAR, macro F1, confusion matrix, CCC and McNemar's test.
+
+Classification metrics follow the EmoNet paper (Gerczuk et al., IEEE TAC 2021): Unweighted Average Recall (UAR) is
+the headline metric (§5, Table 3), because emotional corpora are imbalanced, and McNemar's test [108] (McNemar,
+Psychometrika 12(2), 1947) compares two models on the same test set (§7, Table 4). The concordance correlation
+coefficient is the regression metric of the MixedEmotions deliverable D4.2 (§3.4.2 eq. 10, §4.3 eq. 3).
+
+Every function accepts Python lists, numpy arrays or torch tensors. Class predictions are integer indices in
+``[0, num_classes)``; :func:`classification_report` also accepts label strings. The counting is done by torchmetrics
+where it has the metric; the two places where we depart from its defaults are documented in :func:`uar` and
+:func:`ccc`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+    multiclass_precision,
+    multiclass_recall,
+)
+
+# McNemar's test: below this many discordant pairs (b + c) the chi-squared approximation is poor and the exact
+# binomial test is used instead. 25 is the common rule of thumb; EmoNet (§7) does not say which variant it ran.
+MCNEMAR_EXACT_BELOW = 25
+
+ArrayLike = Sequence[Any] | np.ndarray | torch.Tensor
+
+
+# --------------------------------------------------------------------------------------------------- conversions
+
+
+def _as_class_indices(values: ArrayLike, name: str) -> torch.Tensor:
+    """A 1-D long tensor of class indices; floats that are not whole numbers are an error."""
+    tensor = torch.as_tensor(np.asarray(values) if not isinstance(values, torch.Tensor) else values)
+    tensor = tensor.detach().cpu().reshape(-1)
+    if tensor.is_floating_point():
+        if not torch.equal(tensor, tensor.round()):
+            raise ValueError(f"{name} must hold integer class indices, got non-integer values")
+    elif tensor.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer class indices, got booleans")
+    return tensor.long()
+
+
+def _check_pair(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int | None) -> int:
+    """Validate a (true, predicted) pair and return the number of classes (inferred when not given)."""
+    if y_true.numel() != y_pred.numel():
+        raise ValueError(f"y_true has {y_true.numel()} items but y_pred has {y_pred.numel()}")
+    if y_true.numel() == 0:
+        raise ValueError("no items to score: y_true and y_pred are empty")
+    low = int(min(y_true.min(), y_pred.min()))
+    high = int(max(y_true.max(), y_pred.max()))
+    if num_classes is None:
+        num_classes = high + 1
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"class indices must lie in [0, {num_classes}); got values from {low} to {high}")
+    return int(num_classes)
+
+
+def _prepare(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    true = _as_class_indices(y_true, "y_true")
+    pred = _as_class_indices(y_pred, "y_pred")
+    return true, pred, _check_pair(true, pred, num_classes)
+
+
+# ------------------------------------------------------------------------------------------- classification
+
+
+def per_class_recall(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int | None = None) -> np.ndarray:
+    """Recall of every class, shape ``(num_classes,)``; ``nan`` for a class with no true items."""
+    true, pred, num_classes = _prepare(y_true, y_pred, num_classes)
+    recall = multiclass_recall(pred, true, num_classes=num_classes, average="none").double().numpy()
+    support = torch.bincount(true, minlength=num_classes).numpy()
+    recall[support == 0] = np.nan
+    return recall
+
+
+def uar(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int | None = None) -> float:
+    """Unweighted Average Recall: the mean over classes of per-class recall (macro recall).
+
+    Classes with no true items in ``y_true`` have no recall and are **excluded from the mean**, as scikit-learn's
+    ``balanced_accuracy_score`` does. torchmetrics' ``average="macro"`` only drops classes that are absent from both
+    ``y_true`` and ``y_pred``: a class that is predicted but never true would enter its mean as recall 0 and
+    deflate the UAR, so we average torchmetrics' per-class recalls ourselves.
+    """
+    recall = per_class_recall(y_true, y_pred, num_classes)
+    return float(np.nanmean(recall))
+
+
+def war(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int | None = None) -> float:
+    """Weighted Average Recall, i.e. accuracy: the fraction of items whose class is predicted correctly."""
+    true, pred, num_classes = _prepare(y_true, y_pred, num_classes)
+    return float(multiclass_accuracy(pred, true, num_classes=num_classes, average="micro"))
+
+
+def macro_f1(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int | None = None) -> float:
+    """Unweighted mean of per-class F1 over the classes that occur in ``y_true`` or ``y_pred``.
+
+    A class that is neither true nor predicted has no F1 and is left out; one that is predicted but never true (or
+    true but never predicted) counts as F1 = 0. This is scikit-learn's ``f1_score(average="macro")`` and
+    torchmetrics' ``multiclass_f1_score(average="macro")``.
+    """
+    true, pred, num_classes = _prepare(y_true, y_pred, num_classes)
+    return float(multiclass_f1_score(pred, true, num_classes=num_classes, average="macro"))
+
+
+def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int | None = None) -> np.ndarray:
+    """Counts, shape ``(num_classes, num_classes)``: row = true class, column = predicted class."""
+    true, pred, num_classes = _prepare(y_true, y_pred, num_classes)
+    return multiclass_confusion_matrix(pred, true, num_classes=num_classes).numpy().astype(np.int64)
+
+
+def classification_report(y_true: ArrayLike, y_pred: ArrayLike, label_names: Sequence[str]) -> dict[str, Any]:
+    """All classification metrics in one JSON-able dict.
+
+    ``y_true``/``y_pred`` are class indices into ``label_names`` or the label strings themselves. Per-class values
+    that are undefined (recall of a class with no true items, precision of a class never predicted) are ``None``.
+    Keys: ``n``, ``uar``, ``war``, ``macro_f1``, ``labels``, ``per_class`` (label -> recall, precision, f1, support)
+    and ``confusion_matrix`` (rows = true, columns = predicted, in ``labels`` order).
+    """
+    labels = list(label_names)
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"label_names has duplicates: {labels}")
+    true = _labels_to_indices(y_true, labels, "y_true")
+    pred = _labels_to_indices(y_pred, labels, "y_pred")
+    true, pred, num_classes = _prepare(true, pred, len(labels))
+    recall = per_class_recall(true, pred, num_classes)
+    precision = multiclass_precision(pred, true, num_classes=num_classes, average="none").double().numpy()
+    f1 = multiclass_f1_score(pred, true, num_classes=num_classes, average="none").double().numpy()
+    counts = confusion_matrix(true, pred, num_classes)
+    support = counts.sum(axis=1)
+    predicted = counts.sum(axis=0)
+    per_class = {}
+    for k, name in enumerate(labels):
+        per_class[name] = {
+            "recall": _finite_or_none(recall[k]),
+            "precision": float(precision[k]) if predicted[k] > 0 else None,
+            "f1": float(f1[k]) if support[k] + predicted[k] > 0 else None,
+            "support": int(support[k]),
+        }
+    return {
+        "n": int(true.numel()),
+        "uar": float(np.nanmean(recall)),
+        "war": war(true, pred, num_classes),
+        "macro_f1": macro_f1(true, pred, num_classes),
+        "labels": labels,
+        "per_class": per_class,
+        "confusion_matrix": counts.tolist(),
+    }
+
+
+def _labels_to_indices(values: ArrayLike, labels: list[str], name: str) -> ArrayLike:
+    """Map label strings to indices into ``labels``; integer input passes through unchanged."""
+    if isinstance(values, torch.Tensor):
+        return values
+    array = np.asarray(values)
+    if array.dtype.kind not in "UO":
+        return array
+    index = {label: k for k, label in enumerate(labels)}
+    unknown = sorted({str(v) for v in array.reshape(-1) if v not in index})
+    if unknown:
+        raise ValueError(f"{name} has labels that are not in label_names {labels}: {unknown}")
+    return np.array([index[v] for v in array.reshape(-1)], dtype=np.int64)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+# ------------------------------------------------------------------------------------------------ regression
+
+
+def ccc(pred: ArrayLike, target: ArrayLike) -> float:
+    """Concordance correlation coefficient (Lin, 1989) of two 1-D series.
+
+    ``ccc = 2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))**2)`` with **population** (1/N) moments, as in
+    MixedEmotions D4.2 §4.3 eq. (3) (expectation, variance and covariance of the sequence). It is 1 only for
+    ``pred == target`` and penalises both scale and offset errors, unlike Pearson's r.
+
+    torchmetrics' ``concordance_corrcoef`` divides the variances and the covariance by N - 1 but the squared mean
+    difference by nothing, which mixes two estimators and gives a slightly different value (the two agree as
+    N grows, and exactly when the means are equal), so it is not used here. Computed in float64. A constant ``pred``
+    and ``target`` with equal values gives 1; with different values 0.
+    """
+    x = _as_float64(pred, "pred")
+    y = _as_float64(target, "target")
+    if x.numel() != y.numel():
+        raise ValueError(f"pred has {x.numel()} values but target has {y.numel()}")
+    if x.numel() == 0:
+        raise ValueError("no values to score: pred and target are empty")
+    mean_x, mean_y = x.mean(), y.mean()
+    var_x = ((x - mean_x) ** 2).mean()
+    var_y = ((y - mean_y) ** 2).mean()
+    cov = ((x - mean_x) * (y - mean_y)).mean()
+    denominator = var_x + var_y + (mean_x - mean_y) ** 2
+    if denominator == 0:  # both constant and equal: perfect agreement
+        return 1.0
+    return float(2.0 * cov / denominator)
+
+
+def _as_float64(values: ArrayLike, name: str) -> torch.Tensor:
+    tensor = values if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values, dtype=np.float64))
+    tensor = tensor.detach().cpu().double().reshape(-1)
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name} contains NaN or Inf values")
+    return tensor
+
+
+# ---------------------------------------------------------------------------------------------- significance
+
+
+def mcnemar(
+    y_true: ArrayLike, pred_a: ArrayLike, pred_b: ArrayLike, exact: bool | None = None
+) -> dict[str, float | int | str]:
+    """McNemar's test (McNemar, 1947) for a difference in error rates of models A and B on the same items.
+
+    Only the discordant items count: ``b`` (n01) = A wrong and B right, ``c`` (n10) = A right and B wrong.
+    Under the null hypothesis both are Binomial(b + c, 1/2).
+
+    - ``exact=None`` picks the test: the exact two-sided binomial test when ``b + c < MCNEMAR_EXACT_BELOW`` (25),
+      the chi-squared test with continuity correction otherwise.
+    - exact binomial: ``statistic = min(b, c)``, ``p = min(1, 2 * P(X <= min(b, c)))`` for X ~ Bin(b + c, 1/2).
+    - chi-squared: ``statistic = max(|b - c| - 1, 0)**2 / (b + c)`` (Edwards' continuity correction, floored at
+      0 so that ``b == c`` gives 0 rather than ``1 / (b + c)``), ``p = P(chi2_1 > statistic)``.
+
+    p-values come from scipy.stats when it is installed (it comes with scikit-learn), otherwise from the same
+    closed forms with :mod:`math` (exact binomial sum; ``chi2_1`` survival is ``erfc(sqrt(s / 2))``).
+    ``b + c == 0`` (the models err on the same items) gives statistic 0 and p = 1.
+    """
+    true, a, _ = _prepare(y_true, pred_a, None)
+    _, b_pred, _ = _prepare(true, pred_b, None)
+    a_right = a == true
+    b_right = b_pred == true
+    b = int((~a_right & b_right).sum())
+    c = int((a_right & ~b_right).sum())
+    use_exact = (b + c) < MCNEMAR_EXACT_BELOW if exact is None else bool(exact)
+    if use_exact:
+        statistic = float(min(b, c))
+        p_value = _binomial_two_sided(min(b, c), b + c)
+        method = "exact-binomial"
+    else:
+        statistic = max(abs(b - c) - 1, 0) ** 2 / (b + c) if b + c > 0 else 0.0
+        p_value = _chi2_1_survival(statistic) if b + c > 0 else 1.0
+        method = "chi2-continuity"
+    return {"b": b, "c": c, "statistic": float(statistic), "p_value": float(p_value), "method": method}
+
+
+def _binomial_two_sided(k: int, n: int) -> float:
+    """``min(1, 2 * P(X <= k))`` for X ~ Bin(n, 1/2), with ``k <= n / 2``."""
+    if n == 0:
+        return 1.0
+    try:
+        from scipy.stats import binom
+    except ImportError:
+        tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    else:
+        tail = float(binom.cdf(k, n, 0.5))
+    return min(1.0, 2.0 * tail)
+
+
+def _chi2_1_survival(statistic: float) -> float:
+    """``P(chi2 with 1 degree of freedom > statistic)``."""
+    try:
+        from scipy.stats import chi2
+    except ImportError:
+        return math.erfc(math.sqrt(statistic / 2.0))
+    return float(chi2.sf(statistic, 1))
