@@ -1,0 +1,33 @@
+"""Input representations: native-torch spectrogram, mel, dB and deltas (torchaudio-compatible), the NICU log-mel
+functionals, z-score standardisation, and eGeMAPS/GeMAPS through openSMILE (needs the non-commercial ``smile``
+extra only when an ``OpenSmileFunctionals`` is created)."""
+
+from .egemaps import OpenSmileFunctionals
+from .functionals import LogMelFunctionals
+from .normalize import Standardizer, apply_per_corpus, fit_per_corpus
+from .spectrogram import (
+    WINDOWS,
+    AmplitudeToDB,
+    MelSpectrogram,
+    Spectrogram,
+    amplitude_to_db,
+    compute_deltas,
+    melscale_fbanks,
+    num_frames,
+)
+
+__all__ = [
+    "WINDOWS",
+    "AmplitudeToDB",
+    "LogMelFunctionals",
+    "MelSpectrogram",
+    "OpenSmileFunctionals",
+    "Spectrogram",
+    "Standardizer",
+    "amplitude_to_db",
+    "apply_per_corpus",
+    "compute_deltas",
+    "fit_per_corpus",
+    "melscale_fbanks",
+    "num_frames",
+]

@@ -137,9 +137,7 @@ def spectrogram(
     return magnitude if power == 1.0 else magnitude.pow(power)
 
 
-def num_frames(
-    lengths: Tensor, hop_length: int, center: bool = True, n_fft: int | None = None, pad: int = 0
-) -> Tensor:
+def num_frames(lengths: Tensor, hop_length: int, center: bool = True, n_fft: int | None = None, pad: int = 0) -> Tensor:
     """Number of STFT frames that a waveform of each length in ``lengths (B,)`` yields on its own, ``(B,)`` long.
 
     With ``center=True`` a signal of ``L`` samples gives ``1 + L // hop_length`` frames; without centring it gives
@@ -387,7 +385,9 @@ class MelSpectrogram(nn.Module):
         }
 
 
-def amplitude_to_db(x: Tensor, multiplier: float, amin: float, db_multiplier: float, top_db: float | None = None) -> Tensor:
+def amplitude_to_db(
+    x: Tensor, multiplier: float, amin: float, db_multiplier: float, top_db: float | None = None
+) -> Tensor:
     """``multiplier * log10(max(x, amin)) - multiplier * db_multiplier``, optionally floored at ``max - top_db``.
 
     ``x`` is ``(..., freq, time)``; the ``top_db`` floor is taken per spectrogram (over the last two dimensions),
