@@ -6,9 +6,10 @@ Psychometrika 12(2), 1947) compares two models on the same test set (§7, Table 
 coefficient is the regression metric of the MixedEmotions deliverable D4.2 (§3.4.2 eq. 10, §4.3 eq. 3).
 
 Every function accepts Python lists, numpy arrays or torch tensors. Class predictions are integer indices in
-``[0, num_classes)``; :func:`classification_report` also accepts label strings. The counting is done by torchmetrics
-where it has the metric; the two places where we depart from its defaults are documented in :func:`uar` and
-:func:`ccc`.
+``[0, num_classes)`` (``num_classes`` is inferred as ``max + 1`` when not given); :func:`classification_report` also
+accepts label strings. Classification counts come from torchmetrics' confusion matrix and the ratios are taken in
+float64. Where torchmetrics' own metric differs from the definition we use, the docstring says how: :func:`uar`
+(absent classes) and :func:`ccc` (N - 1 moments).
 """
 
 from __future__ import annotations
@@ -19,13 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchmetrics.functional.classification import (
-    multiclass_accuracy,
-    multiclass_confusion_matrix,
-    multiclass_f1_score,
-    multiclass_precision,
-    multiclass_recall,
-)
+from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 # McNemar's test: below this many discordant pairs (b + c) the chi-squared approximation is poor and the exact
 # binomial test is used instead. 25 is the common rule of thumb; EmoNet (§7) does not say which variant it ran.
@@ -75,29 +70,25 @@ def _prepare(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int | None) -> t
 
 def per_class_recall(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int | None = None) -> np.ndarray:
     """Recall of every class, shape ``(num_classes,)``; ``nan`` for a class with no true items."""
-    true, pred, num_classes = _prepare(y_true, y_pred, num_classes)
-    recall = multiclass_recall(pred, true, num_classes=num_classes, average="none").double().numpy()
-    support = torch.bincount(true, minlength=num_classes).numpy()
-    recall[support == 0] = np.nan
-    return recall
+    counts = confusion_matrix(y_true, y_pred, num_classes)
+    return _per_class(counts)["recall"]
 
 
 def uar(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int | None = None) -> float:
     """Unweighted Average Recall: the mean over classes of per-class recall (macro recall).
 
     Classes with no true items in ``y_true`` have no recall and are **excluded from the mean**, as scikit-learn's
-    ``balanced_accuracy_score`` does. torchmetrics' ``average="macro"`` only drops classes that are absent from both
-    ``y_true`` and ``y_pred``: a class that is predicted but never true would enter its mean as recall 0 and
-    deflate the UAR, so we average torchmetrics' per-class recalls ourselves.
+    ``balanced_accuracy_score`` does. torchmetrics' ``multiclass_recall(average="macro")`` only drops classes that
+    are absent from both ``y_true`` and ``y_pred``: a class that is predicted but never true enters its mean as
+    recall 0 and deflates the UAR (``y_true=[0, 1]``, ``y_pred=[0, 2]``: torchmetrics 1/3, UAR 1/2).
     """
-    recall = per_class_recall(y_true, y_pred, num_classes)
-    return float(np.nanmean(recall))
+    return float(np.nanmean(per_class_recall(y_true, y_pred, num_classes)))
 
 
 def war(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int | None = None) -> float:
     """Weighted Average Recall, i.e. accuracy: the fraction of items whose class is predicted correctly."""
-    true, pred, num_classes = _prepare(y_true, y_pred, num_classes)
-    return float(multiclass_accuracy(pred, true, num_classes=num_classes, average="micro"))
+    counts = confusion_matrix(y_true, y_pred, num_classes)
+    return float(np.trace(counts) / counts.sum())
 
 
 def macro_f1(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int | None = None) -> float:
@@ -107,49 +98,66 @@ def macro_f1(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int | None = Non
     true but never predicted) counts as F1 = 0. This is scikit-learn's ``f1_score(average="macro")`` and
     torchmetrics' ``multiclass_f1_score(average="macro")``.
     """
-    true, pred, num_classes = _prepare(y_true, y_pred, num_classes)
-    return float(multiclass_f1_score(pred, true, num_classes=num_classes, average="macro"))
+    counts = confusion_matrix(y_true, y_pred, num_classes)
+    return float(np.nanmean(_per_class(counts)["f1"]))
 
 
 def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, num_classes: int | None = None) -> np.ndarray:
-    """Counts, shape ``(num_classes, num_classes)``: row = true class, column = predicted class."""
+    """Counts, shape ``(num_classes, num_classes)``, int64: row = true class, column = predicted class.
+
+    Counted by torchmetrics; every other classification metric here is derived from these counts in float64, so
+    the values agree with scikit-learn to rounding error instead of to float32 precision.
+    """
     true, pred, num_classes = _prepare(y_true, y_pred, num_classes)
     return multiclass_confusion_matrix(pred, true, num_classes=num_classes).numpy().astype(np.int64)
+
+
+def _per_class(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class recall, precision and F1 from a confusion matrix; ``nan`` where a value is undefined.
+
+    Recall is undefined without true items, precision without predictions; F1 is undefined only when the class is
+    neither true nor predicted (otherwise a 0/0 precision or recall counts as 0, as in scikit-learn).
+    """
+    tp = np.diag(counts).astype(np.float64)
+    support = counts.sum(axis=1).astype(np.float64)
+    predicted = counts.sum(axis=0).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(support > 0, tp / support, np.nan)
+        precision = np.where(predicted > 0, tp / predicted, np.nan)
+        f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), np.nan)
+    return {"recall": recall, "precision": precision, "f1": f1, "support": support.astype(np.int64)}
 
 
 def classification_report(y_true: ArrayLike, y_pred: ArrayLike, label_names: Sequence[str]) -> dict[str, Any]:
     """All classification metrics in one JSON-able dict.
 
     ``y_true``/``y_pred`` are class indices into ``label_names`` or the label strings themselves. Per-class values
-    that are undefined (recall of a class with no true items, precision of a class never predicted) are ``None``.
-    Keys: ``n``, ``uar``, ``war``, ``macro_f1``, ``labels``, ``per_class`` (label -> recall, precision, f1, support)
-    and ``confusion_matrix`` (rows = true, columns = predicted, in ``labels`` order).
+    that are undefined (recall of a class with no true items, precision of a class never predicted, F1 of a class
+    neither true nor predicted) are ``None``. Keys: ``n``, ``uar``, ``war``, ``macro_f1``, ``labels``,
+    ``per_class`` (label -> recall, precision, f1, support) and ``confusion_matrix`` (rows = true, columns =
+    predicted, in ``labels`` order).
     """
     labels = list(label_names)
     if len(set(labels)) != len(labels):
         raise ValueError(f"label_names has duplicates: {labels}")
     true = _labels_to_indices(y_true, labels, "y_true")
     pred = _labels_to_indices(y_pred, labels, "y_pred")
-    true, pred, num_classes = _prepare(true, pred, len(labels))
-    recall = per_class_recall(true, pred, num_classes)
-    precision = multiclass_precision(pred, true, num_classes=num_classes, average="none").double().numpy()
-    f1 = multiclass_f1_score(pred, true, num_classes=num_classes, average="none").double().numpy()
-    counts = confusion_matrix(true, pred, num_classes)
-    support = counts.sum(axis=1)
-    predicted = counts.sum(axis=0)
-    per_class = {}
-    for k, name in enumerate(labels):
-        per_class[name] = {
-            "recall": _finite_or_none(recall[k]),
-            "precision": float(precision[k]) if predicted[k] > 0 else None,
-            "f1": float(f1[k]) if support[k] + predicted[k] > 0 else None,
-            "support": int(support[k]),
+    counts = confusion_matrix(true, pred, len(labels))
+    stats = _per_class(counts)
+    per_class = {
+        name: {
+            "recall": _finite_or_none(stats["recall"][k]),
+            "precision": _finite_or_none(stats["precision"][k]),
+            "f1": _finite_or_none(stats["f1"][k]),
+            "support": int(stats["support"][k]),
         }
+        for k, name in enumerate(labels)
+    }
     return {
-        "n": int(true.numel()),
-        "uar": float(np.nanmean(recall)),
-        "war": war(true, pred, num_classes),
-        "macro_f1": macro_f1(true, pred, num_classes),
+        "n": int(counts.sum()),
+        "uar": float(np.nanmean(stats["recall"])),
+        "war": float(np.trace(counts) / counts.sum()),
+        "macro_f1": float(np.nanmean(stats["f1"])),
         "labels": labels,
         "per_class": per_class,
         "confusion_matrix": counts.tolist(),
