@@ -81,6 +81,7 @@ def load_audio(
         )
     if info.frames == 0:
         raise AudioError(path, "contains no samples")
+    _check_riff_size(path)
     samples = _decode(path, info)
     if not np.isfinite(samples).all():
         bad = int((~np.isfinite(samples)).sum())
@@ -120,6 +121,30 @@ def _decode(path: str | os.PathLike, info: AudioInfo) -> np.ndarray:
     if len(data) == 0:
         raise AudioError(path, "contains no samples")
     return data
+
+
+def _check_riff_size(path: str | os.PathLike) -> None:
+    """A WAV whose ``data`` chunk announces more bytes than the file holds was cut short.
+
+    libsndfile silently shrinks the frame count of such a file to what is there, so the header check in
+    :func:`_decode` cannot see it; the RIFF chunk sizes can.
+    """
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE" or head[:4] == b"RF64":
+            return
+        size = os.fstat(f.fileno()).st_size
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return
+            chunk_id, chunk_size = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if chunk_id == b"data":
+                present = size - f.tell()
+                if chunk_size > present:
+                    raise AudioError(path, f"truncated: the WAV data chunk announces {chunk_size} bytes, {present} remain")
+                return
+            f.seek(chunk_size + (chunk_size & 1), os.SEEK_CUR)
 
 
 def _block_slack(info: AudioInfo) -> int:
