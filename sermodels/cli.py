@@ -7,6 +7,7 @@
     sermodels fit-svm --config RECIPE.yaml [key=value ...]
     sermodels card ID_OR_FOLDER                         (re)generate a model card
     sermodels hub push ID_OR_FOLDER --repo-id ORG/NAME  upload a checkpoint folder
+    sermodels hub index ID --repo-id ORG/NAME [--revision SHA] [--default]   pin it in the pretrained index
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true")
     push.add_argument("--token", help="Hub token (default: the one saved by `hf auth login` / HF_TOKEN)")
     push.set_defaults(run=_hub_push)
+    index = hub_sub.add_parser("index", help="record a released folder in the pretrained index (sermodels/_pretrained.json)")
+    index.add_argument("model", help="pretrained id (a folder checkpoints/<id>/)")
+    index.add_argument("--repo-id", required=True, help="the Hub repository it is (or will be) published under")
+    index.add_argument("--revision", default="main", help="the pushed commit sha to pin (default: main)")
+    index.add_argument("--default", action="store_true", help="also make it the model behind the alias 'default'")
+    index.set_defaults(run=_hub_index)
     return parser
 
 
@@ -204,6 +211,23 @@ def _hub_push(args) -> int:
     sha = push(resolve(args.model, local_only=True), args.repo_id, revision=args.revision, token=args.token,
                private=args.private)
     print(f"pushed {args.model} to {args.repo_id} at commit {sha}")
+    return 0
+
+
+def _hub_index(args) -> int:
+    from sermodels._registry import DEFAULT_KEY, checkpoints_dir, index_path
+    from sermodels.hub import index_entry
+
+    folder = checkpoints_dir() / args.model
+    path = index_path()
+    index = json.loads(path.read_text()) if path.is_file() else {}
+    index[args.model] = index_entry(folder, args.repo_id, args.revision)
+    if args.default:
+        index[DEFAULT_KEY] = args.model
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    print(f"pinned {args.model} -> {args.repo_id}@{args.revision} in {path}")
     return 0
 
 

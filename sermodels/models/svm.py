@@ -58,6 +58,10 @@ class LogMelSVM(SERModel):
         self.functionals = LogMelFunctionals(**({"sample_rate": sample_rate} | (frontend or {})))
         dim = len(self.functionals.feature_names())
         self.standardizer = Standardizer(dim)
+        # Identity until a fitted standardiser is copied or loaded in, so a fresh model runs (and trains end to end).
+        with torch.no_grad():
+            self.standardizer.mean.zero_()
+            self.standardizer.std.fill_(1.0)
         self.classifier = nn.Linear(dim, len(labels))
 
     def config(self) -> dict[str, Any]:

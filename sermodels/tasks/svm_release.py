@@ -73,7 +73,7 @@ def release(recipe: dict[str, Any]) -> Path:
     model = export_linear(fit, recipe["sample_rate"], head=recipe["corpus"])
     _check_export(model, fit, feats["test"])
     out = Path(recipe["output"])
-    info = corpus.info()
+    info = {k: v for k, v in corpus.info().items() if k != "root"}  # a path on the training machine
     save_pretrained(
         model,
         out,

@@ -1,0 +1,71 @@
+"""The command line on real files: predict (with bad inputs), evaluate, corpora, models."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from sermodels.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+CLIPS = REPO / "sermodels" / "assets" / "clips"
+
+
+def test_predict_reports_and_skips_bad_files(tmp_path, capsys):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.wav"
+    text.write_text("not audio")
+    out = tmp_path / "pred.csv"
+    code = main(["predict", "--model", "default", "--no-progress", str(CLIPS), str(empty), str(text),
+                 str(tmp_path / "missing.flac"), "--out", str(out)])
+    assert code == 1  # some inputs failed
+    err = capsys.readouterr().err
+    assert "empty file" in err and "not an audio file" in err and "no such file" in err
+    assert "3 of 8 inputs failed" in err
+    rows = list(csv.DictReader(out.open()))
+    good = [r for r in rows if r["label"]]
+    assert len(good) == 5 and len(rows) == 8
+    labels = json.loads((REPO / "checkpoints" / "logmel_svm.emodb" / "config.json").read_text())["heads"]["emodb"]
+    assert list(rows[0])[:2] == ["path", "label"] and [f"score_{c}" for c in labels] == list(rows[0])[2:-1]
+    for r in good:  # the label is the class with the highest score
+        scores = {c: float(r[f"score_{c}"]) for c in labels}
+        assert r["label"] == max(scores, key=scores.get)
+
+
+def test_predict_all_good_exits_zero_json(tmp_path):
+    out = tmp_path / "pred.json"
+    assert main(["predict", "--no-progress", str(CLIPS / "03a01Wa.flac"), "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["complete"] is True and len(payload["predictions"]) == 1
+
+
+def test_evaluate_writes_report_png_and_metrics(tmp_path, emodb_root):
+    report = tmp_path / "r.json"
+    metrics = tmp_path / "metrics.json"
+    code = main(["evaluate", "--model", "logmel_svm.emodb", "--corpus", "emodb", "--root", str(emodb_root),
+                 "--split", "test", "--out", str(report), "--metrics", str(metrics)])
+    assert code == 0
+    data = json.loads(report.read_text())
+    assert data["n"] == 107 and 0.0 <= data["uar"] <= 1.0
+    assert report.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The released metrics.json was written by this same command: it must agree.
+    released = json.loads((REPO / "checkpoints" / "logmel_svm.emodb" / "metrics.json").read_text())
+    assert json.loads(metrics.read_text())["emodb/test"]["uar"] == pytest.approx(released["emodb/test"]["uar"])
+
+
+def test_corpora_and_models_listing(capsys):
+    assert main(["corpora"]) == 0
+    out = capsys.readouterr().out
+    for name in ("emodb", "ravdess", "emovo", "urdu"):
+        assert name in out
+    assert main(["models"]) == 0
+    assert "logmel_svm.emodb" in capsys.readouterr().out
+
+
+def test_unknown_model_is_a_clear_error(capsys):
+    assert main(["predict", "--model", "no_such_model.x", "--no-progress", str(CLIPS)]) == 2
+    assert "no_such_model.x" in capsys.readouterr().err
