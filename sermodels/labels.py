@@ -1,0 +1,222 @@
+"""Label vocabularies of the corpora and their map onto arousal and valence.
+
+Categories are the corpus's own emotion names, in English and lower case (EMO-DB ``W`` -> ``"anger"``), in the
+order the corpus documentation lists its codes. For training across corpora (EmoNet, Gerczuk et al., IEEE Trans.
+Affective Computing, §6.2 "Aggregated Corpus Training via Arousal Valence Mapping") every category is placed on two
+arousal levels (low, high) and three valence levels (negative, neutral, positive) following **Table 2** of that
+paper, which maps all categories of the EMOSet corpora with the circumplex model of affect (Russell 1980, the
+paper's ref. [36]). :data:`CIRCUMPLEX` is that table, word for word.
+
+Corpus words that are inflections of a table entry (``happy``, ``sad``, ``angry``, ``fearful``, ``surprised``) map
+through :data:`SYNONYMS`. One corpus label is not in Table 2:
+
+* RAVDESS ``calm`` -> **low arousal, positive valence**. On Russell's circumplex, calm (with relaxed, serene,
+  content) lies in the pleasant/deactivated quadrant, where Table 2 itself puts "relief" and "tenderness"; and
+  RAVDESS has a separate "neutral" class, so mapping calm to neutral valence would merge two classes the corpus keeps
+  apart. Others map calm to neutral valence; this placement is our decision, not the paper's.
+
+Binary valence (:func:`binary_valence`) merges negative and neutral valence into one class against positive, as the
+NICU paper (Interspeech; §4.2 "Conducted experiments") does to match its target data. The paper calls the merged
+class "neutral"; we name it ``"non-positive"`` so that it cannot be confused with ternary neutral valence.
+
+:func:`balanced_subsample` implements the per-corpus random subsampling of §6.2: every mapped class of a corpus is
+cut to the size of that corpus's minority class, so a model cannot learn the corpora's class priors.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable, Hashable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+AROUSAL_CLASSES = ("low", "high")
+VALENCE_CLASSES = ("negative", "neutral", "positive")
+BINARY_VALENCE_CLASSES = ("non-positive", "positive")
+
+# EmoNet Table 2, column by column: (arousal, valence) -> categories.
+_TABLE_2: dict[tuple[str, str], tuple[str, ...]] = {
+    ("low", "negative"): (
+        "contempt",
+        "disappointment",
+        "disgust",
+        "frustration",
+        "guilt",
+        "hurt",
+        "impatience",
+        "irritation",
+        "jealousy",
+        "sadness",
+        "shame",
+        "unfriendliness",
+        "worry",
+    ),
+    ("low", "neutral"): ("boredom", "confusion", "neutral", "pondering", "rest", "sneakiness"),
+    ("low", "positive"): ("admiration", "kindness", "pride", "relief", "tenderness"),
+    ("high", "negative"): (
+        "aggressiveness",
+        "anger",
+        "anxiety",
+        "despair",
+        "fear",
+        "helplessness",
+        "high-stress",
+        "scream",
+    ),
+    ("high", "neutral"): ("emphatic", "interest", "intoxication", "medium-stress", "nervousness", "surprise"),
+    ("high", "positive"): (
+        "amusement",
+        "cheerfulness",
+        "elation",
+        "excitement",
+        "happiness",
+        "joking",
+        "joy",
+        "pleasure",
+        "positive",
+    ),
+}
+
+#: category -> (arousal, valence), exactly EmoNet Table 2.
+CIRCUMPLEX: dict[str, tuple[str, str]] = {
+    category: place for place, categories in _TABLE_2.items() for category in categories
+}
+
+#: Corpus words that are another form of a Table 2 category.
+SYNONYMS: dict[str, str] = {
+    "happy": "happiness",
+    "sad": "sadness",
+    "angry": "anger",
+    "fearful": "fear",
+    "surprised": "surprise",
+}
+
+#: Categories absent from Table 2, placed by us (reasons in the module docstring).
+EXTRA_PLACEMENTS: dict[str, tuple[str, str]] = {
+    "calm": ("low", "positive"),
+}
+
+#: Each built-in corpus's categories, in the order of its documented codes (this is the logit order of a
+#: "categories" head trained on it).
+CORPUS_LABELS: dict[str, tuple[str, ...]] = {
+    # W L E A F T N
+    "emodb": ("anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral"),
+    # emotion field 01 .. 08
+    "ravdess": ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"),
+    # dis gio neu pau rab sor tri
+    "emovo": ("disgust", "joy", "neutral", "fear", "anger", "surprise", "sadness"),
+    # folders Angry Happy Neutral Sad
+    "urdu": ("angry", "happy", "neutral", "sad"),
+}
+
+#: Class names of each label space, in index order. "categories" has no shared order: it is per corpus
+#: (:data:`CORPUS_LABELS`, or a generic corpus's sorted folder/CSV labels), hence ``None``.
+LABEL_SPACES: dict[str, tuple[str, ...] | None] = {
+    "categories": None,
+    "arousal": AROUSAL_CLASSES,
+    "valence": VALENCE_CLASSES,
+    "binary_valence": BINARY_VALENCE_CLASSES,
+}
+
+
+class UnknownLabelError(ValueError):
+    """A category that has no arousal/valence placement. ``str(err)`` names it."""
+
+    def __init__(self, label: str):
+        self.label = label
+        super().__init__(
+            f"unknown emotion category {self.label!r}: it is not in EmoNet Table 2, not a known synonym "
+            f"({', '.join(sorted(SYNONYMS))}) and has no documented placement ({', '.join(sorted(EXTRA_PLACEMENTS))})"
+        )
+
+
+def canonical(label: str) -> str:
+    """The Table 2 spelling of ``label`` (lower case, synonyms resolved); unknown labels are an error."""
+    word = label.strip().lower()
+    word = SYNONYMS.get(word, word)
+    if word not in CIRCUMPLEX and word not in EXTRA_PLACEMENTS:
+        raise UnknownLabelError(label)
+    return word
+
+
+def placement(label: str) -> tuple[str, str]:
+    """``(arousal, valence)`` of a category."""
+    word = canonical(label)
+    return CIRCUMPLEX.get(word) or EXTRA_PLACEMENTS[word]
+
+
+def arousal(label: str) -> str:
+    """``"low"`` or ``"high"``."""
+    return placement(label)[0]
+
+
+def valence(label: str) -> str:
+    """``"negative"``, ``"neutral"`` or ``"positive"``."""
+    return placement(label)[1]
+
+
+def binary_valence(label: str) -> str:
+    """``"positive"`` or ``"non-positive"`` (negative and neutral merged, NICU paper §4.2)."""
+    return "positive" if valence(label) == "positive" else "non-positive"
+
+
+_MAPPERS: dict[str, Callable[[str], str]] = {
+    "arousal": arousal,
+    "valence": valence,
+    "binary_valence": binary_valence,
+}
+
+
+def map_label(label: str, space: str) -> str:
+    """``label`` in label space ``space``; in "categories" the label itself (any corpus vocabulary is allowed)."""
+    if space not in LABEL_SPACES:
+        raise ValueError(f"unknown label space {space!r}; choose one of {sorted(LABEL_SPACES)}")
+    if space == "categories":
+        return label
+    return _MAPPERS[space](label)
+
+
+def label_names(space: str, corpus: str | None = None) -> list[str]:
+    """Class names of ``space`` in index order; "categories" needs a built-in ``corpus`` name."""
+    if space not in LABEL_SPACES:
+        raise ValueError(f"unknown label space {space!r}; choose one of {sorted(LABEL_SPACES)}")
+    names = LABEL_SPACES[space]
+    if names is not None:
+        return list(names)
+    if corpus not in CORPUS_LABELS:
+        raise ValueError(f"'categories' are per corpus: give one of {sorted(CORPUS_LABELS)}, not {corpus!r}")
+    return list(CORPUS_LABELS[corpus])
+
+
+def balanced_subsample(
+    items: Sequence[T],
+    key: Callable[[T], Hashable],
+    seed: int = 0,
+    group: Callable[[T], Hashable] | None = None,
+) -> list[T]:
+    """Cut every class to the size of the minority class, within each group (EmoNet §6.2).
+
+    ``key`` gives an item's class (e.g. ``lambda it: arousal(it.label)``); ``group`` its corpus (``None``: all items
+    form one group). Classes absent from a group are ignored: the minority is taken over the classes present. The
+    draw is ``random.Random(seed)`` sampling per (group, class) in sorted order, so the result depends only on the
+    items, their order and ``seed``. The kept items are returned in their original order.
+    """
+    by_group: dict[Hashable, dict[Hashable, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for index, item in enumerate(items):
+        by_group[group(item) if group else None][key(item)].append(index)
+    rng = random.Random(seed)
+    keep: list[int] = []
+    for group_name in sorted(by_group, key=repr):
+        classes = by_group[group_name]
+        minority = min(len(indices) for indices in classes.values())
+        for class_name in sorted(classes, key=repr):
+            keep.extend(rng.sample(classes[class_name], minority))
+    return [items[index] for index in sorted(keep)]
+
+
+def class_counts(items: Sequence[T], key: Callable[[T], Hashable]) -> dict[Hashable, int]:
+    """Number of items per class, classes in sorted order."""
+    counts = Counter(key(item) for item in items)
+    return {name: counts[name] for name in sorted(counts, key=repr)}

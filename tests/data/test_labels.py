@@ -1,0 +1,126 @@
+"""Label vocabularies and the EmoNet Table 2 arousal/valence map."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import pytest
+
+from sermodels import labels
+from sermodels.data import emodb, emovo, load_corpus, ravdess, urdu
+
+
+def test_table2_cells_have_the_papers_sizes():
+    cells = Counter(labels.CIRCUMPLEX.values())
+    assert cells == {
+        ("low", "negative"): 13,
+        ("low", "neutral"): 6,
+        ("low", "positive"): 5,
+        ("high", "negative"): 8,
+        ("high", "neutral"): 6,
+        ("high", "positive"): 9,
+    }
+    assert len(labels.CIRCUMPLEX) == 47  # no category listed twice
+
+
+@pytest.mark.parametrize("corpus", sorted(labels.CORPUS_LABELS))
+def test_every_corpus_label_maps_to_every_space(corpus):
+    for label in labels.CORPUS_LABELS[corpus]:
+        assert labels.arousal(label) in labels.AROUSAL_CLASSES
+        assert labels.valence(label) in labels.VALENCE_CLASSES
+        assert labels.binary_valence(label) in labels.BINARY_VALENCE_CLASSES
+        for space, names in labels.LABEL_SPACES.items():
+            mapped = labels.map_label(label, space)
+            assert mapped == label if names is None else mapped in names
+
+
+def test_loader_codes_use_exactly_the_label_vocabularies():
+    assert set(emodb.EMOTIONS.values()) == set(labels.CORPUS_LABELS["emodb"])
+    assert list(ravdess.EMOTIONS.values()) == list(labels.CORPUS_LABELS["ravdess"])
+    assert set(emovo.EMOTIONS.values()) == set(labels.CORPUS_LABELS["emovo"])
+    assert set(urdu.FOLDERS.values()) == set(labels.CORPUS_LABELS["urdu"])
+
+
+@pytest.mark.parametrize(
+    ("label", "arousal", "valence"),
+    [
+        ("anger", "high", "negative"),
+        ("boredom", "low", "neutral"),
+        ("disgust", "low", "negative"),
+        ("fear", "high", "negative"),
+        ("happiness", "high", "positive"),
+        ("sadness", "low", "negative"),
+        ("neutral", "low", "neutral"),
+        ("joy", "high", "positive"),
+        ("surprise", "high", "neutral"),
+        # synonyms map like their Table 2 forms
+        ("happy", "high", "positive"),
+        ("sad", "low", "negative"),
+        ("angry", "high", "negative"),
+        ("fearful", "high", "negative"),
+        ("surprised", "high", "neutral"),
+        # our documented placement
+        ("calm", "low", "positive"),
+        ("Anger", "high", "negative"),
+    ],
+)
+def test_placements(label, arousal, valence):
+    assert labels.arousal(label) == arousal
+    assert labels.valence(label) == valence
+    assert labels.binary_valence(label) == ("positive" if valence == "positive" else "non-positive")
+
+
+def test_unknown_label_is_named():
+    with pytest.raises(labels.UnknownLabelError, match="'frobnication'"):
+        labels.arousal("frobnication")
+    with pytest.raises(ValueError, match="unknown label space 'dominance'"):
+        labels.map_label("anger", "dominance")
+
+
+def test_label_names():
+    assert labels.label_names("valence") == ["negative", "neutral", "positive"]
+    assert labels.label_names("categories", "urdu") == ["angry", "happy", "neutral", "sad"]
+    with pytest.raises(ValueError, match="per corpus"):
+        labels.label_names("categories")
+
+
+@dataclass(frozen=True)
+class Thing:
+    name: int
+    cls: str
+    group: str
+
+
+def _things():
+    # group a: 5 x, 2 y, 3 z; group b: 4 x, 7 y
+    spec = {"a": {"x": 5, "y": 2, "z": 3}, "b": {"x": 4, "y": 7}}
+    out, n = [], 0
+    for group, counts in spec.items():
+        for cls, count in counts.items():
+            for _ in range(count):
+                out.append(Thing(n, cls, group))
+                n += 1
+    return out
+
+
+def test_balanced_subsample_cuts_each_group_to_its_minority():
+    items = _things()
+    kept = labels.balanced_subsample(items, key=lambda t: t.cls, seed=3, group=lambda t: t.group)
+    counts = Counter((t.group, t.cls) for t in kept)
+    assert counts == {("a", "x"): 2, ("a", "y"): 2, ("a", "z"): 2, ("b", "x"): 4, ("b", "y"): 4}
+    assert [t.name for t in kept] == sorted(t.name for t in kept)  # original order kept
+    again = labels.balanced_subsample(items, key=lambda t: t.cls, seed=3, group=lambda t: t.group)
+    assert again == kept
+    others = [labels.balanced_subsample(items, key=lambda t: t.cls, seed=s, group=lambda t: t.group) for s in range(5)]
+    assert any(o != kept for o in others)  # the seed matters
+
+
+def test_balanced_subsample_on_emodb_arousal_and_valence(emodb_root):
+    items = load_corpus("emodb", emodb_root).items
+    by_arousal = labels.balanced_subsample(items, key=lambda it: labels.arousal(it.label), seed=0)
+    # low = boredom 81 + disgust 46 + sadness 62 + neutral 79 = 268; high = anger 127 + fear 69 + happiness 71 = 267
+    assert Counter(labels.arousal(it.label) for it in by_arousal) == {"low": 267, "high": 267}
+    by_valence = labels.balanced_subsample(items, key=lambda it: labels.valence(it.label), seed=0)
+    # positive = happiness 71 is the minority
+    assert Counter(labels.valence(it.label) for it in by_valence) == {"negative": 71, "neutral": 71, "positive": 71}
