@@ -37,8 +37,9 @@ def models_table(checkpoints: Path = REPO / "checkpoints") -> str:
         metrics_file = folder / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         corpora = config.get("training", {}).get("corpora", [])
-        trained = ", ".join(f"{CORPUS_NAMES.get(c['name'], c['name'])} ({config['training'].get('split', '?')})"
-                            for c in corpora)
+        trained = ", ".join(
+            f"{CORPUS_NAMES.get(c['name'], c['name'])} ({config['training'].get('split', '?')})" for c in corpora
+        )
         licences = ", ".join(sorted({c.get("licence", "?") for c in corpora}))
         classes = sum(len(v) for v in config["heads"].values())
         for key in sorted(metrics) or ["–"]:
@@ -65,12 +66,16 @@ def baselines_table(path: Path = RESULTS / "baselines.json") -> str:
     rows.append("Published anchors (quoted, not measured here):")
     rows.append("")
     for a in res["anchors"]:
-        rows.append(f"- {CORPUS_NAMES[a['corpus']]} {a['protocol']}: {a['system']}: {pct(a['uar'])} % UAR ({a['source']})")
+        rows.append(
+            f"- {CORPUS_NAMES[a['corpus']]} {a['protocol']}: {a['system']}: {pct(a['uar'])} % UAR ({a['source']})"
+        )
     env = res["environment"]
     rows.append("")
-    rows.append(f"UAR in %, test partitions; measured {env['date']} with torch {env['torch']}, scikit-learn "
-                f"{env['scikit_learn']} on {env['cpu_threads']} CPU threads by `python benchmarks/baselines.py` "
-                "(`benchmarks/results/baselines.json`).")
+    rows.append(
+        f"UAR in %, test partitions; measured {env['date']} with torch {env['torch']}, scikit-learn "
+        f"{env['scikit_learn']} on {env['cpu_threads']} CPU threads by `python benchmarks/baselines.py` "
+        "(`benchmarks/results/baselines.json`)."
+    )
     return "\n".join(rows)
 
 
@@ -90,10 +95,11 @@ SECTIONS = {"models": models_table, "baselines": baselines_table, "setup": setup
 
 def render(text: str) -> str:
     for name, make in SECTIONS.items():
-        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(\n<!-- END {name} -->)", re.S)
-        if not pattern.search(text):
+        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
+        if pattern.search(text) is None:
             raise SystemExit(f"README.md has no '<!-- BEGIN {name} -->' ... '<!-- END {name} -->' block")
-        text = pattern.sub(lambda m, body=make(): m.group(1) + body + m.group(2), text)
+        match = pattern.search(text)
+        text = text[: match.end(1)] + make() + "\n" + text[match.start(2) :]
     return text
 
 

@@ -1,13 +1,13 @@
 """``sermodels``: the command line.
 
-    sermodels corpora                                   supported corpora
-    sermodels models                                    architectures and pretrained ids
-    sermodels predict --model ID PATH... [--out F]      emotions of files or folders
-    sermodels evaluate --model ID --corpus NAME --root DIR [--split test|dev|loso]
-    sermodels fit-svm --config RECIPE.yaml [key=value ...]
-    sermodels card ID_OR_FOLDER                         (re)generate a model card
-    sermodels hub push ID_OR_FOLDER --repo-id ORG/NAME  upload a checkpoint folder
-    sermodels hub index ID --repo-id ORG/NAME [--revision SHA] [--default]   pin it in the pretrained index
+sermodels corpora                                   supported corpora
+sermodels models                                    architectures and pretrained ids
+sermodels predict --model ID PATH... [--out F]      emotions of files or folders
+sermodels evaluate --model ID --corpus NAME --root DIR [--split test|dev|loso|cv6|cv5]
+sermodels fit-svm --config RECIPE.yaml [key=value ...]
+sermodels card ID_OR_FOLDER                         (re)generate a model card
+sermodels hub push ID_OR_FOLDER --repo-id ORG/NAME  upload a checkpoint folder
+sermodels hub index ID --repo-id ORG/NAME [--revision SHA] [--default]   pin it in the pretrained index
 """
 
 from __future__ import annotations
@@ -53,7 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--corpus", required=True, help="corpus name (see `sermodels corpora`)")
     p.add_argument("--root", required=True, help="the corpus folder")
-    p.add_argument("--split", default="test", choices=["test", "dev", "train", "loso"])
+    p.add_argument(
+        "--split",
+        default="test",
+        help="test, dev or train of the fixed split; or a fold scheme (loso, cv6, cv5: see `sermodels corpora`), "
+        "for which the model's recipe is refitted on each fold's training speakers",
+    )
     p.add_argument("--out", help="report JSON (default: reports/<model>-<corpus>-<split>.json)")
     p.add_argument("--png", help="confusion-matrix PNG (default: next to the report)")
     p.add_argument("--metrics", help="also merge the headline metrics into this metrics.json")
@@ -77,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true")
     push.add_argument("--token", help="Hub token (default: the one saved by `hf auth login` / HF_TOKEN)")
     push.set_defaults(run=_hub_push)
-    index = hub_sub.add_parser("index", help="record a released folder in the pretrained index (sermodels/_pretrained.json)")
+    index = hub_sub.add_parser(
+        "index", help="record a released folder in the pretrained index (sermodels/_pretrained.json)"
+    )
     index.add_argument("model", help="pretrained id (a folder checkpoints/<id>/)")
     index.add_argument("--repo-id", required=True, help="the Hub repository it is (or will be) published under")
     index.add_argument("--revision", default="main", help="the pushed commit sha to pin (default: main)")
@@ -99,7 +106,10 @@ def _corpora(args) -> int:
     from sermodels.data import describe_corpora
 
     for row in describe_corpora():
-        print(f"{row['name']:<10} {row['description']}")
+        print(f"{row['name']:<8} {row['description']}")
+        if row.get("classes"):
+            print(f"{'':<8} classes: {', '.join(row['classes'])}")
+        print(f"{'':<8} licence: {row['licence']}")
     return 0
 
 
@@ -145,15 +155,15 @@ def _evaluate(args) -> int:
 
     corpus = load_corpus(args.corpus, args.root)
     model_name = Path(args.model).name if Path(args.model).is_dir() else args.model
-    if args.split == "loso":
-        report = loso_report([_evaluate_fold(args, corpus, train, test) for train, test in corpus.folds("loso")])
+    if args.split not in ("train", "dev", "test"):
+        report = loso_report([_evaluate_fold(args, corpus, train, test) for train, test in corpus.folds(args.split)])
     else:
         model = sermodels.load(args.model, revision=args.revision, device=args.device)
         items = corpus.split("fixed")[args.split]
         report = evaluate_items(model, items, head=args.head, batch_size=args.batch_size, corpus=args.corpus)
     report.update({"model": model_name, "corpus": args.corpus, "split": args.split})
     out = Path(args.out or f"reports/{model_name}-{args.corpus}-{args.split}.json")
-    png = args.png or (None if args.split == "loso" else str(out.with_suffix(".png")))
+    png = args.png or str(out.with_suffix(".png"))
     save_report(report, out, png)
     print(f"{model_name} on {args.corpus}/{args.split}: UAR {report['uar']:.4f}, WAR {report['war']:.4f} -> {out}")
     if args.metrics:
@@ -208,8 +218,13 @@ def _card(args) -> int:
 def _hub_push(args) -> int:
     from sermodels.hub import push, resolve
 
-    sha = push(resolve(args.model, local_only=True), args.repo_id, revision=args.revision, token=args.token,
-               private=args.private)
+    sha = push(
+        resolve(args.model, local_only=True),
+        args.repo_id,
+        revision=args.revision,
+        token=args.token,
+        private=args.private,
+    )
     print(f"pushed {args.model} to {args.repo_id} at commit {sha}")
     return 0
 

@@ -20,8 +20,20 @@ def test_predict_reports_and_skips_bad_files(tmp_path, capsys):
     text = tmp_path / "notes.wav"
     text.write_text("not audio")
     out = tmp_path / "pred.csv"
-    code = main(["predict", "--model", "default", "--no-progress", str(CLIPS), str(empty), str(text),
-                 str(tmp_path / "missing.flac"), "--out", str(out)])
+    code = main(
+        [
+            "predict",
+            "--model",
+            "default",
+            "--no-progress",
+            str(CLIPS),
+            str(empty),
+            str(text),
+            str(tmp_path / "missing.flac"),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 1  # some inputs failed
     err = capsys.readouterr().err
     assert "empty file" in err and "not an audio file" in err and "no such file" in err
@@ -46,8 +58,23 @@ def test_predict_all_good_exits_zero_json(tmp_path):
 def test_evaluate_writes_report_png_and_metrics(tmp_path, emodb_root):
     report = tmp_path / "r.json"
     metrics = tmp_path / "metrics.json"
-    code = main(["evaluate", "--model", "logmel_svm.emodb", "--corpus", "emodb", "--root", str(emodb_root),
-                 "--split", "test", "--out", str(report), "--metrics", str(metrics)])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            "logmel_svm.emodb",
+            "--corpus",
+            "emodb",
+            "--root",
+            str(emodb_root),
+            "--split",
+            "test",
+            "--out",
+            str(report),
+            "--metrics",
+            str(metrics),
+        ]
+    )
     assert code == 0
     data = json.loads(report.read_text())
     assert data["n"] == 107 and 0.0 <= data["uar"] <= 1.0

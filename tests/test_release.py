@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_hub import TOKEN, hf_env, server  # noqa: F401 - the loopback Hub fixtures
 
 import sermodels
 from sermodels._registry import load_index
 from sermodels.audio import load_audio
 from sermodels.card import render_model_card
 from sermodels.cli import main
-from test_hub import TOKEN, hf_env, server  # noqa: F401 - the loopback Hub fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 RELEASES = sorted(p.name for p in (REPO / "checkpoints").iterdir() if p.is_dir())

@@ -1,0 +1,45 @@
+"""Repository consistency: recipes parse, READMEs point at real checkpoints, README numbers are generated."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sermodels.tasks.svm_release import load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
+CHECKPOINTS = {p.name for p in (REPO / "checkpoints").iterdir() if p.is_dir()}
+
+
+def test_top_level_layout():
+    """The house layout (STYLE.md): exactly these top-level entries are tracked."""
+    expected = {"pyproject.toml", "README.md", "sermodels", "recipes", "checkpoints", "tests", "notebooks", "benchmarks"}
+    assert _tracked() == expected | {"Makefile", ".ci", ".gitignore"}
+
+
+def _tracked() -> set[str]:
+    out = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    return {line.split("/")[0] for line in out.splitlines()}
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipe_parses_and_names_a_release(recipe):
+    cfg = load_recipe(recipe)
+    assert cfg["id"] in CHECKPOINTS, f"{recipe.name} releases {cfg['id']}, which is not in checkpoints/"
+    assert Path(cfg["output"]).name == cfg["id"]
+
+
+def test_recipe_readmes_point_at_real_checkpoints():
+    for readme in (REPO / "recipes").rglob("README.md"):
+        for model_id in re.findall(r"checkpoints/([\w.\-]+)", readme.read_text()):
+            assert model_id in CHECKPOINTS, f"{readme} cites checkpoints/{model_id}, which does not exist"
+
+
+def test_readme_tables_are_generated_from_json():
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "make_readme.py"), "--check"], cwd=REPO)
+    assert result.returncode == 0, "README.md is out of date: run `python benchmarks/make_readme.py`"
