@@ -119,40 +119,13 @@ def _audio_files_below(folder: Path) -> Iterator[Path]:
 # ------------------------------------------------------------------------------------------------ predict
 
 
-def predict_files(
-    model: SERModel,
-    paths: Iterable[str | os.PathLike],
-    *,
-    head: str | None = None,
-    batch_size: int = 8,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-    max_batch_seconds: float | None = None,
-    max_chunk_seconds: float | None = None,
-    out: str | os.PathLike | None = None,
-    save_every_seconds: float = 60.0,
-) -> PredictionResult:
-    """Classify every audio file in ``paths`` (folders are expanded with :func:`expand_inputs`).
+def predict_files(model: SERModel, paths: Iterable[str | os.PathLike], **options: Any) -> PredictionResult:
+    """Classify every audio file in ``paths``, folders expanded with :func:`expand_inputs`.
 
-    The model is moved to ``device`` and put in eval mode for the run (its train/eval mode is restored after).
-    ``max_batch_seconds`` caps ``batch size x longest item`` in seconds (a single item longer than that still runs,
-    alone, unless chunked). ``max_chunk_seconds``: a file longer than this is cut into consecutive chunks of that
-    length (a last chunk shorter than ``model.min_duration`` is merged into the one before) and its logits are the
-    length-weighted mean of the chunk logits, so every second counts equally. A file no longer than the chunk is
-    processed whole, exactly as without chunking. ``out`` (``.csv`` or ``.json``): see the module docstring.
+    ``options`` are the keyword arguments of :func:`run_predictions` (``head``, ``batch_size``, ``device``,
+    ``progress``, ``max_batch_seconds``, ``max_chunk_seconds``, ``out``, ``save_every_seconds``).
     """
-    return run_predictions(
-        model,
-        expand_inputs(paths),
-        head=head,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-        max_batch_seconds=max_batch_seconds,
-        max_chunk_seconds=max_chunk_seconds,
-        out=out,
-        save_every_seconds=save_every_seconds,
-    )
+    return run_predictions(model, expand_inputs(paths), **options)
 
 
 @dataclass
@@ -180,7 +153,15 @@ def run_predictions(
     out: str | os.PathLike | None = None,
     save_every_seconds: float = 60.0,
 ) -> PredictionResult:
-    """:func:`predict_files` on exactly these file paths, without expanding folders (used by evaluation)."""
+    """Classify exactly these files (folders are not expanded; :func:`predict_files` expands them).
+
+    The model is moved to ``device`` and put in eval mode for the run (its train/eval mode is restored after).
+    ``max_batch_seconds`` caps ``batch size x longest item`` in seconds (a single item longer than that still runs,
+    alone, unless chunked). ``max_chunk_seconds``: a file longer than this is cut into consecutive chunks of that
+    length (a last chunk shorter than ``model.min_duration`` is merged into the one before) and its logits are the
+    length-weighted mean of the chunk logits, so every second counts equally. A file no longer than the chunk is
+    processed whole, exactly as without chunking. ``out`` (``.csv`` or ``.json``): see the module docstring.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if max_chunk_seconds is not None and max_chunk_seconds < max(model.min_duration, 1.0 / model.sample_rate):

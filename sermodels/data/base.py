@@ -9,8 +9,9 @@ download and a converted copy (e.g. 16 kHz ``.flac``) both work; decoding and re
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -323,6 +324,120 @@ def check_unique_stems(paths: Sequence[Path], problems: Problems) -> list[Path]:
             where = ", ".join(problems._relative(p) for p in group)
             problems.add(stem, f"duplicate id (the same stem in {len(group)} files: {where})")
     return [group[0] for group in by_stem.values() if len(group) == 1]
+
+
+def scan_folders(
+    base: Path,
+    problems: Problems,
+    *,
+    stray: str,
+    none_found: str | None = None,
+    known: Collection[str] | None = None,
+    kind: str = "",
+    strict: bool = True,
+    code: Callable[[Path], str | None] = lambda folder: folder.name,
+    folder_name: Callable[[str], str] = str,
+    unknown: Callable[[str], str] | None = None,
+    recursive: bool = False,
+) -> list[Path]:
+    """Audio files in the sub-folders of ``base`` that hold a corpus's speakers or classes, in folder order.
+
+    ``code(folder)`` is the speaker/class a sub-folder stands for, or ``None`` for a folder that is not part of the
+    corpus (ignored). Reported, then raised together as "unusable layout": audio directly in ``base`` (``stray``);
+    no such folder at all (``none_found``, where given); in strict mode, each code of ``known`` without a folder
+    ("missing <kind> folder" at ``base / folder_name(code)``); a folder whose code is not in ``known`` ("unknown
+    <kind> folder (known: ...)", or ``unknown(code)``); a folder without audio. ``known=None`` accepts every folder.
+    """
+    for path in audio_files(base):
+        problems.add(path, stray)
+    folders = [(folder, found) for folder in subfolders(base) if (found := code(folder)) is not None]
+    if not folders and none_found is not None:
+        problems.add(base, none_found)
+    elif strict and known is not None:
+        present = {found for _, found in folders}
+        for missing in (name for name in known if name not in present):
+            problems.add(base / folder_name(missing), f"missing {kind} folder")
+    paths: list[Path] = []
+    for folder, found in folders:
+        if known is not None and found not in known:
+            listed = ", ".join(folder_name(name) for name in known)
+            problems.add(folder, unknown(found) if unknown else f"unknown {kind} folder (known: {listed})")
+            continue
+        files = audio_files(folder, recursive=recursive)
+        if not files:
+            problems.add(folder, "empty folder: no audio files")
+        paths.extend(files)
+    problems.raise_if_any("unusable layout")
+    return paths
+
+
+def unknown_code(kind: str, code: str, known: Collection[str], listed: str | None = None) -> list[str]:
+    """``["unknown <kind> code '<code>' (known: ...)"]`` when ``code`` is not in ``known``, else ``[]``.
+
+    ``listed`` replaces the comma-separated list of ``known`` in the message (e.g. a range ``01-08``).
+    """
+    if code in known:
+        return []
+    return [f"unknown {kind} code {code!r} (known: {', '.join(known) if listed is None else listed})"]
+
+
+def items_from_names(
+    paths: Sequence[Path],
+    problems: Problems,
+    pattern: re.Pattern[str],
+    form: str,
+    check: Callable[[Path, re.Match[str]], Iterable[str]],
+    make: Callable[[Path, re.Match[str]], Item],
+) -> list[Item]:
+    """The items a built-in corpus's file names describe, in ``paths`` order.
+
+    A file's stem is matched against ``pattern`` ("name does not follow <form>" if it does not); ``check`` lists
+    what is wrong with a matching name (unknown codes, disagreement with its folder) and ``make`` builds the item
+    of a name without problems. Repeated stems and all problems are reported, then raised together.
+    """
+    items = []
+    for path in check_unique_stems(paths, problems):
+        name = pattern.match(path.stem)
+        if name is None:
+            problems.add(path, f"name does not follow {form}")
+            continue
+        bad = list(check(path, name))
+        for problem in bad:
+            problems.add(path, problem)
+        if not bad:
+            items.append(make(path, name))
+    problems.raise_if_any("unusable files")
+    return items
+
+
+def stem_item(
+    path: Path, corpus: str, *, label: str, speaker: str, sex: str | None, text: str | None, **extra: str
+) -> Item:
+    """An item of a built-in corpus: its id is the file stem, ``extra`` what else its name says."""
+    return Item(
+        id=path.stem, path=str(path), label=label, speaker=speaker, sex=sex, text=text, corpus=corpus, extra=extra
+    )
+
+
+def build_corpus(
+    meta: CorpusMeta,
+    base: Path,
+    items: Iterable[Item],
+    *,
+    strict: bool,
+    speakers: Iterable[str],
+    class_counts: Mapping[str, int],
+    expected_ids: Iterable[str] | None = None,
+    sort_key: Callable[[Item], Any] = lambda item: item.id,
+) -> Corpus:
+    """A built-in corpus: ``items`` sorted by ``sort_key``, checked by :func:`check_complete` when ``strict``.
+
+    Its classes are ``meta.classes`` and its protocol the stored one of ``meta.name`` (:func:`builtin_protocol`).
+    """
+    items = sorted(items, key=sort_key)
+    if strict:
+        check_complete(meta.name, base, items, speakers=speakers, class_counts=class_counts, expected_ids=expected_ids)
+    return Corpus(meta, base, items, meta.classes or (), protocol=builtin_protocol(meta.name), strict=strict)
 
 
 def check_complete(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from sermodels.data.base import (
@@ -17,11 +18,12 @@ from sermodels.data.base import (
     Item,
     Problems,
     audio_files,
-    builtin_protocol,
-    check_complete,
-    check_unique_stems,
+    build_corpus,
     corpus_folder,
+    items_from_names,
     register_corpus,
+    stem_item,
+    unknown_code,
 )
 from sermodels.labels import CORPUS_LABELS
 
@@ -50,6 +52,7 @@ CLASS_COUNTS = {
     "neutral": 79,
 }
 FILE_NAME = re.compile(r"^(?P<speaker>\d{2})(?P<text>[ab]\d{2})(?P<emotion>[A-Z])(?P<version>[a-z])$")
+NAME_FORM = "<speaker><text><emotion><version>, e.g. 03a01Fa"
 
 META = CorpusMeta(
     name=NAME,
@@ -79,38 +82,18 @@ def load_emodb(root: str | os.PathLike, *, strict: bool = True) -> Corpus:
     if not paths:
         problems.add(folder, "empty folder: no audio files (expected wav/03a01Fa.wav ...)")
         problems.raise_if_any("no audio found")
-    items = [item for path in check_unique_stems(paths, problems) if (item := _item(path, problems)) is not None]
-    problems.raise_if_any("unusable files")
-    items.sort(key=lambda item: item.id)
-    if strict:
-        check_complete(NAME, base, items, speakers=SPEAKERS, class_counts=CLASS_COUNTS)
-    return Corpus(META, base, items, CORPUS_LABELS[NAME], protocol=builtin_protocol(NAME), strict=strict)
+    items = items_from_names(paths, problems, FILE_NAME, NAME_FORM, _problems, _item)
+    return build_corpus(META, base, items, strict=strict, speakers=SPEAKERS, class_counts=CLASS_COUNTS)
 
 
-def _item(path: Path, problems: Problems) -> Item | None:
-    match = FILE_NAME.match(path.stem)
-    if match is None:
-        problems.add(path, "name does not follow <speaker><text><emotion><version>, e.g. 03a01Fa")
-        return None
-    speaker, text, emotion = match["speaker"], match["text"], match["emotion"]
-    bad = []
-    if speaker not in SPEAKERS:
-        bad.append(f"unknown speaker code {speaker!r} (known: {', '.join(SPEAKERS)})")
-    if emotion not in EMOTIONS:
-        bad.append(f"unknown emotion code {emotion!r} (known: {''.join(EMOTIONS)})")
-    if text not in TEXTS:
-        bad.append(f"unknown text code {text!r} (known: {', '.join(TEXTS)})")
-    for problem in bad:
-        problems.add(path, problem)
-    if bad:
-        return None
-    return Item(
-        id=path.stem,
-        path=str(path),
-        label=EMOTIONS[emotion],
-        speaker=speaker,
-        sex=SPEAKERS[speaker],
-        text=text,
-        corpus=NAME,
-        extra={"version": match["version"]},
+def _problems(path: Path, name: re.Match[str]) -> Iterator[str]:
+    yield from unknown_code("speaker", name["speaker"], SPEAKERS)
+    yield from unknown_code("emotion", name["emotion"], EMOTIONS, listed="".join(EMOTIONS))
+    yield from unknown_code("text", name["text"], TEXTS)
+
+
+def _item(path: Path, name: re.Match[str]) -> Item:
+    speaker, text, emotion = name["speaker"], name["text"], name["emotion"]
+    return stem_item(
+        path, NAME, label=EMOTIONS[emotion], speaker=speaker, sex=SPEAKERS[speaker], text=text, version=name["version"]
     )

@@ -27,11 +27,10 @@ from sermodels.data.base import (
     CorpusMeta,
     Item,
     Problems,
-    audio_files,
     corpus_folder,
     group_of,
     register_corpus,
-    subfolders,
+    scan_folders,
 )
 from sermodels.data.splits import (
     FIXED_FRACTIONS,
@@ -111,22 +110,17 @@ def load_folder(
 
 
 def _folder_items(base: Path, corpus: str) -> list[Item]:
-    problems = Problems(corpus, base)
-    for stray in audio_files(base):
-        problems.add(stray, "audio outside a class folder")
-    folders = subfolders(base)
-    if not folders:
-        problems.add(base, "no class folders (expected <root>/<label>/<file>.wav)")
-    found: list[tuple[str, Path]] = []
-    for folder in folders:
-        paths = audio_files(folder, recursive=True)
-        if not paths:
-            problems.add(folder, "empty folder: no audio files")
-        found.extend((folder.name, path) for path in paths)
-    problems.raise_if_any("unusable layout")
+    paths = scan_folders(
+        base,
+        Problems(corpus, base),
+        stray="audio outside a class folder",
+        none_found="no class folders (expected <root>/<label>/<file>.wav)",
+        recursive=True,
+    )
+    labels = [path.relative_to(base).parts[0] for path in paths]  # the class folder each file was found in
     items = [
         Item(id=_item_id(path, base), path=str(path), label=label, speaker=None, sex=None, text=None, corpus=corpus)
-        for label, path in found
+        for label, path in zip(labels, paths)
     ]
     _check_ids(items, base, corpus)
     return items

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from sermodels.data.base import (
@@ -17,13 +18,13 @@ from sermodels.data.base import (
     CorpusMeta,
     Item,
     Problems,
-    audio_files,
-    builtin_protocol,
-    check_complete,
-    check_unique_stems,
+    build_corpus,
     corpus_folder,
+    items_from_names,
     register_corpus,
-    subfolders,
+    scan_folders,
+    stem_item,
+    unknown_code,
 )
 from sermodels.labels import CORPUS_LABELS
 
@@ -33,7 +34,9 @@ INTENSITIES = {"01": "normal", "02": "strong"}
 STATEMENTS = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
 REPETITIONS = ("01", "02")
 ACTORS = tuple(f"{i:02d}" for i in range(1, 25))
+CLASS_COUNTS = {label: 96 if code == "01" else 192 for code, label in EMOTIONS.items()}
 FILE_NAME = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})$")
+NAME_FORM = "the seven-field pattern 03-01-06-01-02-01-12"
 ACTOR_FOLDER = re.compile(r"^Actor_(\d+)$")
 
 META = CorpusMeta(
@@ -73,76 +76,49 @@ def load_ravdess(root: str | os.PathLike, *, strict: bool = True) -> Corpus:
     """RAVDESS items from ``root`` containing the ``Actor_01`` .. ``Actor_24`` folders."""
     base = corpus_folder(NAME, root)
     problems = Problems(NAME, base)
-    for stray in audio_files(base):
-        problems.add(stray, "audio outside an Actor_XX folder")
-    paths: list[Path] = []
-    actor_folders = [folder for folder in subfolders(base) if ACTOR_FOLDER.match(folder.name)]
-    if not actor_folders:
-        problems.add(base, "no Actor_XX folders (expected Actor_01/03-01-01-01-01-01-01.wav ...)")
-    if strict and actor_folders:
-        have = {f"{int(ACTOR_FOLDER.match(folder.name)[1]):02d}" for folder in actor_folders}
-        for actor in ACTORS:
-            if actor not in have:
-                problems.add(base / f"Actor_{actor}", "missing actor folder")
-    for folder in actor_folders:
-        number = f"{int(ACTOR_FOLDER.match(folder.name)[1]):02d}"
-        if number not in ACTORS:
-            problems.add(folder, f"unknown actor {number} (RAVDESS has actors 01-24)")
-            continue
-        found = audio_files(folder)
-        if not found:
-            problems.add(folder, "empty folder: no audio files")
-        paths.extend(found)
-    problems.raise_if_any("unusable layout")
-    items = [item for path in check_unique_stems(paths, problems) if (item := _item(path, problems)) is not None]
-    problems.raise_if_any("unusable files")
-    items.sort(key=lambda item: item.id)
-    if strict:
-        check_complete(
-            NAME,
-            base,
-            items,
-            speakers=ACTORS,
-            class_counts={label: 96 if code == "01" else 192 for code, label in EMOTIONS.items()},
-            expected_ids=expected_ids(),
-        )
-    return Corpus(META, base, items, CORPUS_LABELS[NAME], protocol=builtin_protocol(NAME), strict=strict)
-
-
-def _item(path: Path, problems: Problems) -> Item | None:
-    match = FILE_NAME.match(path.stem)
-    if match is None:
-        problems.add(path, "name does not follow the seven-field pattern 03-01-06-01-02-01-12")
-        return None
-    modality, channel, emotion, intensity, statement, repetition, actor = match.groups()
-    bad = []
-    if modality != "03":
-        bad.append(f"modality {modality} is not audio-only (03)")
-    if channel != "01":
-        bad.append(f"vocal channel {channel} is not speech (01); the song corpus is not supported")
-    if emotion not in EMOTIONS:
-        bad.append(f"unknown emotion code {emotion!r} (known: 01-08)")
-    if intensity not in INTENSITIES or (emotion == "01" and intensity != "01"):
-        bad.append(f"invalid intensity code {intensity!r} (01 normal, 02 strong; neutral is 01 only)")
-    if statement not in STATEMENTS:
-        bad.append(f"unknown statement code {statement!r} (known: 01, 02)")
-    if repetition not in REPETITIONS:
-        bad.append(f"unknown repetition code {repetition!r} (known: 01, 02)")
-    if actor not in ACTORS:
-        bad.append(f"unknown actor {actor!r} (known: 01-24)")
-    elif path.parent.name != f"Actor_{actor}":
-        bad.append(f"actor {actor} in the name but the file is in {path.parent.name}")
-    for problem in bad:
-        problems.add(path, problem)
-    if bad:
-        return None
-    return Item(
-        id=path.stem,
-        path=str(path),
-        label=EMOTIONS[emotion],
-        speaker=actor,
-        sex="m" if int(actor) % 2 else "f",
-        text=statement,
-        corpus=NAME,
-        extra={"intensity": INTENSITIES[intensity], "repetition": repetition},
+    paths = scan_folders(
+        base,
+        problems,
+        stray="audio outside an Actor_XX folder",
+        none_found="no Actor_XX folders (expected Actor_01/03-01-01-01-01-01-01.wav ...)",
+        known=ACTORS,
+        kind="actor",
+        strict=strict,
+        code=_actor,
+        folder_name=lambda actor: f"Actor_{actor}",
+        unknown=lambda actor: f"unknown actor {actor} (RAVDESS has actors 01-24)",
     )
+    items = items_from_names(paths, problems, FILE_NAME, NAME_FORM, _problems, _item)
+    return build_corpus(
+        META, base, items, strict=strict, speakers=ACTORS, class_counts=CLASS_COUNTS, expected_ids=expected_ids()
+    )
+
+
+def _actor(folder: Path) -> str | None:
+    """The two-digit actor of an ``Actor_<n>`` folder (``Actor_7`` is actor ``07``), ``None`` for other folders."""
+    match = ACTOR_FOLDER.match(folder.name)
+    return None if match is None else f"{int(match[1]):02d}"
+
+
+def _problems(path: Path, name: re.Match[str]) -> Iterator[str]:
+    modality, channel, emotion, intensity, statement, repetition, actor = name.groups()
+    if modality != "03":
+        yield f"modality {modality} is not audio-only (03)"
+    if channel != "01":
+        yield f"vocal channel {channel} is not speech (01); the song corpus is not supported"
+    yield from unknown_code("emotion", emotion, EMOTIONS, listed="01-08")
+    if intensity not in INTENSITIES or (emotion == "01" and intensity != "01"):
+        yield f"invalid intensity code {intensity!r} (01 normal, 02 strong; neutral is 01 only)"
+    yield from unknown_code("statement", statement, STATEMENTS)
+    yield from unknown_code("repetition", repetition, REPETITIONS)
+    if actor not in ACTORS:
+        yield f"unknown actor {actor!r} (known: 01-24)"
+    elif path.parent.name != f"Actor_{actor}":
+        yield f"actor {actor} in the name but the file is in {path.parent.name}"
+
+
+def _item(path: Path, name: re.Match[str]) -> Item:
+    _, _, emotion, intensity, statement, repetition, actor = name.groups()
+    sex = "m" if int(actor) % 2 else "f"
+    extra = {"intensity": INTENSITIES[intensity], "repetition": repetition}
+    return stem_item(path, NAME, label=EMOTIONS[emotion], speaker=actor, sex=sex, text=statement, **extra)

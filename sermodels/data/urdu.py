@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from sermodels.data.base import (
@@ -18,19 +19,21 @@ from sermodels.data.base import (
     Item,
     Problems,
     audio_files,
-    builtin_protocol,
-    check_complete,
-    check_unique_stems,
+    build_corpus,
     corpus_folder,
+    items_from_names,
     register_corpus,
-    subfolders,
+    scan_folders,
+    stem_item,
 )
 from sermodels.labels import CORPUS_LABELS
 
 NAME = "urdu"
 FOLDERS = {"Angry": "angry", "Happy": "happy", "Neutral": "neutral", "Sad": "sad"}
 SPEAKERS = tuple([f"SF{i}" for i in range(1, 12)] + [f"SM{i}" for i in range(1, 8)] + [f"SM{i}" for i in range(17, 28)])
+CLASS_COUNTS = dict.fromkeys(FOLDERS.values(), 100)
 FILE_NAME = re.compile(r"^(?P<speaker>S(?P<sex>[MF])\d+)_F(?P<file>\d+)_(?P<emotion>[A-Z])(?P<run>\d+)$")
+NAME_FORM = "S<sex><id>_F<nn>_<emotion><nnn>, e.g. SM1_F10_A010"
 
 META = CorpusMeta(
     name=NAME,
@@ -55,52 +58,39 @@ def load_urdu(root: str | os.PathLike, *, strict: bool = True) -> Corpus:
     """URDU items from ``root`` containing the folders ``Angry``, ``Happy``, ``Neutral``, ``Sad``."""
     base = corpus_folder(NAME, root)
     problems = Problems(NAME, base)
-    for stray in audio_files(base):
-        problems.add(stray, "audio outside an emotion folder (Angry, Happy, Neutral, Sad)")
-    paths: list[Path] = []
-    present = {folder.name: folder for folder in subfolders(base)}
-    for name in FOLDERS:
-        if name not in present:
-            if strict:
-                problems.add(base / name, "missing emotion folder")
-            continue
-        found = audio_files(present[name])
-        if not found:
-            problems.add(present[name], "empty folder: no audio files")
-        paths.extend(found)
-    for name, folder in present.items():
-        if name not in FOLDERS and audio_files(folder, recursive=True):
-            problems.add(folder, f"unknown emotion folder (known: {', '.join(FOLDERS)})")
-    problems.raise_if_any("unusable layout")
-    items = [item for path in check_unique_stems(paths, problems) if (item := _item(path, problems)) is not None]
-    problems.raise_if_any("unusable files")
-    items.sort(key=lambda item: (item.label, item.id))
-    if strict:
-        check_complete(NAME, base, items, speakers=SPEAKERS, class_counts=dict.fromkeys(FOLDERS.values(), 100))
-    return Corpus(META, base, items, CORPUS_LABELS[NAME], protocol=builtin_protocol(NAME), strict=strict)
-
-
-def _item(path: Path, problems: Problems) -> Item | None:
-    match = FILE_NAME.match(path.stem)
-    if match is None:
-        problems.add(path, "name does not follow S<sex><id>_F<nn>_<emotion><nnn>, e.g. SM1_F10_A010")
-        return None
-    bad = []
-    if match["speaker"] not in SPEAKERS:
-        bad.append(f"unknown speaker id {match['speaker']!r}")
-    if match["emotion"] != path.parent.name[0]:
-        bad.append(f"emotion initial {match['emotion']!r} does not match folder {path.parent.name}")
-    for problem in bad:
-        problems.add(path, problem)
-    if bad:
-        return None
-    return Item(
-        id=path.stem,
-        path=str(path),
-        label=FOLDERS[path.parent.name],
-        speaker=match["speaker"],
-        sex=match["sex"].lower(),
-        text=None,
-        corpus=NAME,
-        extra={"file": match["file"], "run": match["run"]},
+    paths = scan_folders(
+        base,
+        problems,
+        stray="audio outside an emotion folder (Angry, Happy, Neutral, Sad)",
+        known=FOLDERS,
+        kind="emotion",
+        strict=strict,
+        code=_emotion_folder,
     )
+    items = items_from_names(paths, problems, FILE_NAME, NAME_FORM, _problems, _item)
+    return build_corpus(
+        META,
+        base,
+        items,
+        strict=strict,
+        speakers=SPEAKERS,
+        class_counts=CLASS_COUNTS,
+        sort_key=lambda item: (item.label, item.id),
+    )
+
+
+def _emotion_folder(folder: Path) -> str | None:
+    """An emotion folder's name; other folders count (as unknown) only when they hold audio."""
+    return folder.name if folder.name in FOLDERS or audio_files(folder, recursive=True) else None
+
+
+def _problems(path: Path, name: re.Match[str]) -> Iterator[str]:
+    if name["speaker"] not in SPEAKERS:
+        yield f"unknown speaker id {name['speaker']!r}"
+    if name["emotion"] != path.parent.name[0]:
+        yield f"emotion initial {name['emotion']!r} does not match folder {path.parent.name}"
+
+
+def _item(path: Path, name: re.Match[str]) -> Item:
+    sex, extra = name["sex"].lower(), {"file": name["file"], "run": name["run"]}
+    return stem_item(path, NAME, label=FOLDERS[path.parent.name], speaker=name["speaker"], sex=sex, text=None, **extra)
