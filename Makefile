@@ -33,6 +33,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/baselines.py
+	$(BIN)/python benchmarks/datamodule_cache.py
 	$(BIN)/python benchmarks/make_readme.py
 
 readme: $(STAMP)

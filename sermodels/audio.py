@@ -142,7 +142,9 @@ def _check_riff_size(path: str | os.PathLike) -> None:
             if chunk_id == b"data":
                 present = size - f.tell()
                 if chunk_size > present:
-                    raise AudioError(path, f"truncated: the WAV data chunk announces {chunk_size} bytes, {present} remain")
+                    raise AudioError(
+                        path, f"truncated: the WAV data chunk announces {chunk_size} bytes, {present} remain"
+                    )
                 return
             f.seek(chunk_size + (chunk_size & 1), os.SEEK_CUR)
 

@@ -320,11 +320,12 @@ def _flatten(node: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
 
 
 def _cell(value: Any) -> str:
-    """A JSON value as table text: floats with 4 decimals, containers as compact JSON."""
+    """A JSON value as table text: floats with 4 decimals (4 significant digits when tiny or huge, so that an
+    epsilon of 1e-6 does not print as 0), containers as compact JSON."""
     if isinstance(value, bool) or value is None:
         text = json.dumps(value)
     elif isinstance(value, float):
-        text = f"{value:.4f}"
+        text = f"{value:.4f}" if value == 0 or 1e-3 <= abs(value) < 1e6 else f"{value:.4g}"
     elif isinstance(value, (int, str)):
         text = str(value)
     else:

@@ -96,3 +96,32 @@ def test_corpora_and_models_listing(capsys):
 def test_unknown_model_is_a_clear_error(capsys):
     assert main(["predict", "--model", "no_such_model.x", "--no-progress", str(CLIPS)]) == 2
     assert "no_such_model.x" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluate_loso_refits_per_speaker_and_matches_the_benchmark(tmp_path, emodb_root):
+    """`--split loso` refits the recipe on nine speakers per fold; pooled UAR agrees with benchmarks/baselines.py."""
+    report = tmp_path / "loso.json"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                "logmel_svm.emodb",
+                "--corpus",
+                "emodb",
+                "--root",
+                str(emodb_root),
+                "--split",
+                "loso",
+                "--out",
+                str(report),
+            ]
+        )
+        == 0
+    )
+    data = json.loads(report.read_text())
+    assert data["n"] == 535 and data["folds_n"] == 10
+    bench = REPO / "benchmarks" / "results" / "baselines.json"
+    expected = json.loads(bench.read_text())["loso"]["emodb"]["logmel600+linear"]["uar"]
+    assert data["uar"] == pytest.approx(expected, abs=0.01)

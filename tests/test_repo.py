@@ -18,7 +18,16 @@ CHECKPOINTS = {p.name for p in (REPO / "checkpoints").iterdir() if p.is_dir()}
 
 def test_top_level_layout():
     """The house layout (STYLE.md): exactly these top-level entries are tracked."""
-    expected = {"pyproject.toml", "README.md", "sermodels", "recipes", "checkpoints", "tests", "notebooks", "benchmarks"}
+    expected = {
+        "pyproject.toml",
+        "README.md",
+        "sermodels",
+        "recipes",
+        "checkpoints",
+        "tests",
+        "notebooks",
+        "benchmarks",
+    }
     assert _tracked() == expected | {"Makefile", ".ci", ".gitignore"}
 
 
