@@ -83,11 +83,12 @@ def setup_table(path: Path = RESULTS / "setup.json") -> str:
     if not path.is_file():
         return "_Not measured yet: run `python benchmarks/setup_time.py`._"
     res = json.loads(path.read_text())
-    return (
-        f"On a fresh machine of this project's kind ({res['cpu_count']} CPU cores), `make setup` took "
-        f"{res['setup_s'] / 60:.1f} min (creating `.venv` and installing every dependency; measured "
-        f"{res['date']} by `python benchmarks/setup_time.py`)."
+    text = (
+        f"Set-up time: on a machine of this project's kind ({res['cpu_count']} CPU cores, no pip cache), the first "
+        f"`make` creates `.venv` and installs every dependency in {res['setup_s'] / 60:.1f} min ({res['venv_mb']} MB)"
     )
+    then = "; ".join(f"then `{t['command']}` took {t['seconds']:.0f} s" for t in res.get("then", []))
+    return text + (f"; {then}" if then else "") + f" (measured {res['date']} by `python benchmarks/setup_time.py`)."
 
 
 def cache_table(path: Path = RESULTS / "datamodule_cache.json") -> str:
