@@ -69,6 +69,18 @@ def baselines_table(path: Path = RESULTS / "baselines.json") -> str:
         rows.append(
             f"- {CORPUS_NAMES[a['corpus']]} {a['protocol']}: {a['system']}: {pct(a['uar'])} % UAR ({a['source']})"
         )
+    loso = res["loso"].get("emodb", {})
+    if loso:
+        best = max(loso, key=lambda k: loso[k]["uar"])
+        for a in (a for a in res["anchors"] if a["protocol"] == "loso"):
+            gap = 100 * (loso[best]["uar"] - a["uar"])
+            verdict = "above" if gap > 0 else "below"
+            rows.append("")
+            rows.append(
+                f"Our best EMO-DB LOSO system ({SYSTEM_NAMES[best]}, {pct(loso[best]['uar'])} %) is {abs(gap):.1f} "
+                f"points {verdict} the {a['system']} anchor; the EmoNet anchor uses EmoSet's own EMO-DB partition, "
+                "not our fixed split, so it is context rather than a like-for-like comparison."
+            )
     env = res["environment"]
     rows.append("")
     rows.append(
