@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from test_hub import TOKEN, hf_env, server  # noqa: F401 - the loopback Hub fixtures
 
 import sermodels
@@ -66,3 +67,24 @@ def test_default_release_round_trips_through_the_loopback_hub(hf_env, server, tm
     wave = load_audio(REPO / "sermodels" / "assets" / "clips" / "08a01Fd.flac")
     with torch.inference_mode():
         assert torch.equal(sermodels.load(model_id)(wave[None]), sermodels.load(str(folder))(wave[None]))
+
+
+@pytest.mark.slow
+def test_baseline_recipe_reproduces_the_released_weights(tmp_path):
+    """Refitting the recipe on this CPU gives exactly the committed tensors (deterministic). The file bytes can differ:
+    safetensors writes its metadata map in a per-process hash order."""
+    recipe = REPO / "recipes" / "baselines" / "logmel_svm.emodb.yaml"
+    out = tmp_path / "logmel_svm.emodb"
+    root = REPO.parent / "shared" / "data" / "EMODB"
+    if not root.is_dir():
+        pytest.skip(f"EMO-DB not found at {root}")
+    assert main(["fit-svm", "--config", str(recipe), f"output={out}", f"root={root}"]) == 0
+    released = REPO / "checkpoints" / "logmel_svm.emodb"
+    ours, theirs = load_file(out / "model.safetensors"), load_file(released / "model.safetensors")
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert torch.equal(ours[name], theirs[name]), name
+    assert (
+        json.loads((out / "config.json").read_text())["model_args"]
+        == json.loads((released / "config.json").read_text())["model_args"]
+    )
