@@ -20,7 +20,8 @@ DEFAULT_SAMPLE_RATE = 16_000
 # Mono and stereo are averaged to mono. Wider layouts (5.1, ambisonics, microphone arrays) carry channels that are
 # not copies of one voice, so averaging them silently would be wrong: the caller must choose a channel first.
 MAX_DOWNMIX_CHANNELS = 2
-SOXR_QUALITY = "VHQ"  # the quality the shared 16 kHz corpus copies were made with
+SOXR_QUALITY = "VHQ"
+UNKNOWN_CHUNK_SIZES = (0, 0xFFFFFFFF)  # the quality the shared 16 kHz corpus copies were made with
 
 
 class AudioError(ValueError):
@@ -141,7 +142,8 @@ def _check_riff_size(path: str | os.PathLike) -> None:
             chunk_id, chunk_size = chunk[:4], int.from_bytes(chunk[4:], "little")
             if chunk_id == b"data":
                 present = size - f.tell()
-                if chunk_size > present:
+                # 0 and 0xFFFFFFFF are the placeholders of WAVs written to a pipe: "until the end of the file".
+                if chunk_size not in UNKNOWN_CHUNK_SIZES and chunk_size > present:
                     raise AudioError(
                         path, f"truncated: the WAV data chunk announces {chunk_size} bytes, {present} remain"
                     )
@@ -160,4 +162,5 @@ def _short(err: Exception) -> str:
 
 def frames_for(duration: float, sample_rate: int) -> int:
     """Number of samples covering ``duration`` seconds at ``sample_rate`` (rounded up)."""
-    return int(math.ceil(duration * sample_rate))
+    # Rounded first, so that float error (4.03 * 16000 = 64480.000000000004) does not add a sample.
+    return int(math.ceil(round(duration * sample_rate, 6)))

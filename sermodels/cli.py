@@ -27,7 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args) or 0)
-    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as err:
+    except (KeyError, ValueError, OSError, RuntimeError, ImportError) as err:
+        # Exit status 2: the job could not run (bad arguments, model, output path); 1 is kept for "some inputs failed".
         print(f"sermodels {args.command}: error: {err}", file=sys.stderr)
         return 2
 
@@ -125,7 +126,10 @@ def _predict(args) -> int:
     import sermodels
     from sermodels.inference import predict_files, write_predictions
 
+    if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
+        raise ValueError(f"{args.out}: unsupported output format; use a .csv or .json file")
     model = sermodels.load(args.model, revision=args.revision, device=args.device)
+    # With --out the engine writes atomic snapshots while it runs and on interruption, so finished work is kept.
     result = predict_files(
         model,
         args.paths,
@@ -134,9 +138,9 @@ def _predict(args) -> int:
         device=args.device,
         progress=not args.no_progress,
         max_chunk_seconds=args.chunk_seconds,
+        out=args.out,
     )
     if args.out:
-        write_predictions(result, args.out)
         print(f"wrote {len(result.rows)} predictions to {args.out}", file=sys.stderr)
     else:
         write_predictions(result, sys.stdout)
@@ -159,9 +163,22 @@ def _evaluate(args) -> int:
         report = loso_report([_evaluate_fold(args, corpus, train, test) for train, test in corpus.folds(args.split)])
     else:
         model = sermodels.load(args.model, revision=args.revision, device=args.device)
-        items = corpus.split("fixed")[args.split]
-        report = evaluate_items(model, items, head=args.head, batch_size=args.batch_size, corpus=args.corpus)
-    report.update({"model": model_name, "corpus": args.corpus, "split": args.split})
+        report = evaluate_items(
+            model,
+            corpus.split("fixed")[args.split],
+            head=args.head,
+            batch_size=args.batch_size,
+            corpus=args.corpus,
+            split=args.split,
+            model_id=model_name,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+    report.update({"corpus": args.corpus, "split": args.split})
+    if isinstance(report.get("model"), dict):
+        report["model"]["id"] = model_name
+    else:
+        report["model"] = {"id": model_name}
     out = Path(args.out or f"reports/{model_name}-{args.corpus}-{args.split}.json")
     png = args.png or str(out.with_suffix(".png"))
     save_report(report, out, png)
@@ -179,9 +196,20 @@ def _evaluate_fold(args, corpus, train, test) -> dict:
 
     config = sermodels.hub.read_config(args.model, revision=args.revision)
     if config["architecture"] != "logmel_svm":
-        raise ValueError(f"--split loso refits the model per fold; {config['architecture']} has no refit recipe yet")
-    model = fit_on_items(train, config["sample_rate"], head=args.corpus)
-    return evaluate_items(model, test, batch_size=args.batch_size, corpus=args.corpus)
+        raise ValueError(
+            f"--split {args.split} refits the model per fold; {config['architecture']} has no refit recipe"
+        )
+    model_args = config["model_args"]
+    model = fit_on_items(train, model_args["sample_rate"], frontend=model_args.get("frontend"), head=model_args["head"])
+    return evaluate_items(
+        model,
+        test,
+        head=args.head,
+        batch_size=args.batch_size,
+        corpus=args.corpus,
+        device=args.device,
+        progress=not args.no_progress,
+    )
 
 
 def _merge_metrics(path: Path, key: str, report: dict) -> None:

@@ -97,3 +97,23 @@ def test_multichannel_layout_rejected(tmp_path):
     with pytest.raises(AudioError, match="6 channels"):
         load_audio(path)
     assert len(load_audio(path, max_channels=6)) == 3200
+
+
+def test_streamed_wav_with_placeholder_sizes_is_accepted(tmp_path):
+    """WAVs written to a pipe keep 0xFFFFFFFF as their RIFF and data sizes; libsndfile reads them to the end."""
+    path = tmp_path / "ok.wav"
+    sf.write(path, _tone(16000, 0.5), 16000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    data[4:8] = b"\xff\xff\xff\xff"
+    at = data.index(b"data")
+    data[at + 4 : at + 8] = b"\xff\xff\xff\xff"
+    streamed = tmp_path / "streamed.wav"
+    streamed.write_bytes(bytes(data))
+    assert torch.equal(load_audio(streamed), load_audio(path))
+
+
+def test_frames_for_is_not_fooled_by_float_error():
+    from sermodels.audio import frames_for
+
+    assert frames_for(4.03, 16000) == 64480
+    assert frames_for(0.5, 16000) == 8000 and frames_for(1 / 16000 + 1e-9, 16000) == 2

@@ -125,3 +125,24 @@ def test_evaluate_loso_refits_per_speaker_and_matches_the_benchmark(tmp_path, em
     bench = REPO / "benchmarks" / "results" / "baselines.json"
     expected = json.loads(bench.read_text())["loso"]["emodb"]["logmel600+linear"]["uar"]
     assert data["uar"] == pytest.approx(expected, abs=0.01)
+
+
+def test_predict_rejects_an_unknown_output_format_before_any_work(tmp_path, capsys):
+    assert main(["predict", "--no-progress", str(CLIPS), "--out", str(tmp_path / "p.txt")]) == 2
+    assert "unsupported output format" in capsys.readouterr().err
+    assert not (tmp_path / "p.txt").exists()
+
+
+def test_unwritable_output_is_exit_2_not_a_traceback(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["predict", "--no-progress", str(CLIPS / "03a01Wa.flac"), "--out", str(blocker / "p.csv")]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_report_keeps_the_model_description(tmp_path, emodb_root):
+    report = tmp_path / "r.json"
+    args = ["evaluate", "--model", "logmel_svm.emodb", "--corpus", "emodb", "--root", str(emodb_root)]
+    assert main([*args, "--split", "dev", "--out", str(report), "--no-progress"]) == 0
+    model = json.loads(report.read_text())["model"]
+    assert model["id"] == "logmel_svm.emodb" and model["arch"] == "logmel_svm"

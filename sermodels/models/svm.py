@@ -83,10 +83,15 @@ class LogMelSVM(SERModel):
     @torch.no_grad()
     def set_linear_svm(self, mean: np.ndarray, std: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> None:
         """Copy a fitted standardiser and one-vs-rest linear SVM (``coef (C|1, D)``, ``intercept (C|1,)``) in."""
-        num_classes = self.classifier.out_features
+        num_classes, dim = self.classifier.out_features, self.classifier.in_features
+        mean, std = np.asarray(mean), np.asarray(std)
+        if mean.shape != (dim,) or std.shape != (dim,):
+            raise ValueError(f"standardiser mean/std must have shape ({dim},), got {mean.shape} and {std.shape}")
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+            raise ValueError("standardiser mean/std must be finite and std > 0")
         if coef.shape[0] == 1 and num_classes == 2:
             coef, intercept = np.concatenate([-coef, coef]), np.concatenate([-intercept, intercept])
-        if coef.shape != (num_classes, self.classifier.in_features):
+        if coef.shape != (num_classes, dim):
             raise ValueError(f"SVM coefficients of shape {coef.shape} do not fit {num_classes} classes")
         self.standardizer.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.standardizer.std.copy_(torch.as_tensor(std, dtype=torch.float32))

@@ -12,6 +12,7 @@ so no statistic of a held-out partition leaks into training.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 from collections.abc import Sequence
@@ -26,9 +27,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
+import sermodels
 from sermodels.audio import load_audio
 from sermodels.features import LogMelFunctionals
 from sermodels.metrics import uar, war
+from sermodels.models.svm import MIN_DURATION_S
 
 # EmoNet paper §4.1: "complexity parameter ... optimised on the validation partitions ... on a logarithmic scale
 # from 1 to 10^-9".
@@ -165,21 +168,33 @@ def extract_features(
     feature_set: str = "logmel600",
     *,
     sample_rate: int = 16000,
+    frontend: dict[str, Any] | None = None,
     batch_size: int = 16,
     cache_dir: str | os.PathLike | None = None,
 ) -> np.ndarray:
-    """Utterance functionals ``(N, D)`` for ``paths``, optionally cached as one ``.npy`` per file list."""
+    """Utterance functionals ``(N, D)`` for ``paths``, optionally cached as one ``.npy`` per file list.
+
+    ``frontend`` overrides :class:`LogMelFunctionals` arguments (a checkpoint's ``model_args["frontend"]``). The cache
+    key covers the files (path, size, mtime), the extractor's full configuration and the library versions, so a
+    changed setting or extractor never reuses stale features.
+    """
     if feature_set not in FEATURE_SETS:
         raise ValueError(f"unknown feature set {feature_set!r}; choose from {FEATURE_SETS}")
-    cache = _cache_path(paths, feature_set, sample_rate, cache_dir)
-    if cache is not None and cache.is_file():
-        return np.load(cache, allow_pickle=False)
     if feature_set == "logmel600":
-        feats = _logmel_features(paths, sample_rate, batch_size)
+        extractor = LogMelFunctionals(**({"sample_rate": sample_rate} | (frontend or {}))).eval()
+        config = extractor.config()
     else:
         from sermodels.features.egemaps import OpenSmileFunctionals
 
-        feats = OpenSmileFunctionals(_OPENSMILE_SETS[feature_set], sample_rate=sample_rate).extract_files(paths)
+        extractor = OpenSmileFunctionals(_OPENSMILE_SETS[feature_set], sample_rate=sample_rate)
+        config = extractor.config() | {"opensmile": _version("opensmile")}
+    cache = _cache_path(paths, [feature_set, config, sermodels.__version__], cache_dir)
+    if cache is not None and cache.is_file():
+        return np.load(cache, allow_pickle=False)
+    if feature_set == "logmel600":
+        feats = _logmel_features(extractor, paths, batch_size)
+    else:
+        feats = extractor.extract_files(paths)
     feats = np.asarray(feats, dtype=np.float32)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -190,22 +205,29 @@ def extract_features(
 
 
 @torch.inference_mode()
-def _logmel_features(paths: Sequence, sample_rate: int, batch_size: int) -> np.ndarray:
-    extractor = LogMelFunctionals(sample_rate=sample_rate).eval()
+def _logmel_features(extractor: LogMelFunctionals, paths: Sequence, batch_size: int) -> np.ndarray:
+    rate = extractor.config()["sample_rate"]
     out = []
     for start in range(0, len(paths), batch_size):
-        waves = [load_audio(p, sample_rate) for p in paths[start : start + batch_size]]
+        waves = [load_audio(p, rate, min_duration=MIN_DURATION_S) for p in paths[start : start + batch_size]]
         lengths = torch.tensor([len(w) for w in waves])
         batch = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
         out.append(extractor(batch, lengths).numpy())
     return np.concatenate(out)
 
 
-def _cache_path(paths: Sequence, feature_set: str, sample_rate: int, cache_dir) -> Path | None:
+def _cache_path(paths: Sequence, settings: list, cache_dir) -> Path | None:
     if cache_dir is None:
         return None
-    h = hashlib.sha256(json.dumps([feature_set, sample_rate]).encode())
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for p in paths:
         st = os.stat(p)
         h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return Path(cache_dir) / f"{feature_set}-{h.hexdigest()[:20]}.npy"
+    return Path(cache_dir) / f"{settings[0]}-{h.hexdigest()[:20]}.npy"
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None

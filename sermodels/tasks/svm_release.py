@@ -45,22 +45,32 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, An
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def export_linear(fit: SVMFit, sample_rate: int = 16000, head: str = "default") -> LogMelSVM:
-    """Copy a fitted z-score + LinearSVC pipeline into a :class:`LogMelSVM`."""
+def export_linear(
+    fit: SVMFit, sample_rate: int = 16000, head: str = "default", frontend: dict[str, Any] | None = None
+) -> LogMelSVM:
+    """Copy a fitted z-score + LinearSVC pipeline into a :class:`LogMelSVM` (with the front-end it was fitted on)."""
     scaler, svm = fit.pipeline.named_steps["zscore"], fit.pipeline.named_steps["svm"]
-    model = LogMelSVM(labels=fit.labels, head=head, sample_rate=sample_rate)
+    model = LogMelSVM(labels=fit.labels, head=head, sample_rate=sample_rate, frontend=frontend)
     model.set_linear_svm(scaler.mean_, scaler.scale_, svm.coef_, svm.intercept_)
     return model.eval()
 
 
-def fit_on_items(train_items: Sequence, sample_rate: int = 16000, cache_dir=None, head: str = "default") -> LogMelSVM:
+def fit_on_items(
+    train_items: Sequence,
+    sample_rate: int = 16000,
+    *,
+    frontend: dict[str, Any] | None = None,
+    cache_dir=None,
+    head: str = "default",
+) -> LogMelSVM:
     """A linear logmel SVM for ``train_items`` alone: C by speaker-grouped CV, refit on all (used for LOSO)."""
-    feats = extract_features([it.path for it in train_items], "logmel600", sample_rate=sample_rate, cache_dir=cache_dir)
+    paths = [it.path for it in train_items]
+    feats = extract_features(paths, "logmel600", sample_rate=sample_rate, frontend=frontend, cache_dir=cache_dir)
     y = np.array([it.label for it in train_items])
     groups = np.array([it.speaker for it in train_items])
     params, scores = select_by_group_cv("linear", feats, y, groups)
     pipe = make_svm("linear", **params).fit(feats, y)
-    return export_linear(SVMFit(pipe, [str(c) for c in pipe.classes_], params, scores), sample_rate, head)
+    return export_linear(SVMFit(pipe, [str(c) for c in pipe.classes_], params, scores), sample_rate, head, frontend)
 
 
 def release(recipe: dict[str, Any]) -> Path:

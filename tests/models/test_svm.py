@@ -68,3 +68,31 @@ def test_wrong_coef_shape_is_an_error():
     model = LogMelSVM(labels=["a", "b", "c"])
     with pytest.raises(ValueError, match="do not fit 3 classes"):
         model.set_linear_svm(np.zeros(600), np.ones(600), np.zeros((2, 600)), np.zeros(2))
+
+
+def test_set_linear_svm_validates_the_standardiser():
+    model = LogMelSVM(labels=["a", "b", "c"])
+    coef, bias = np.zeros((3, 600)), np.zeros(3)
+    with pytest.raises(ValueError, match=r"shape \(600,\)"):
+        model.set_linear_svm(np.zeros(1), np.ones(1), coef, bias)
+    std = np.ones(600)
+    std[7] = 0.0
+    with pytest.raises(ValueError, match="std > 0"):
+        model.set_linear_svm(np.zeros(600), std, coef, bias)
+
+
+def test_feature_cache_follows_the_extractor_settings(tmp_path, emodb_root):
+    paths = sorted(str(p) for p in (emodb_root / "wav").glob("03a01*.flac"))
+    default = extract_features(paths, cache_dir=tmp_path)
+    other = extract_features(paths, frontend={"log_eps": 1e-2}, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npy"))) == 2 and not np.allclose(default, other)
+    np.testing.assert_array_equal(extract_features(paths, cache_dir=tmp_path), default)
+
+
+def test_too_short_file_is_named(tmp_path):
+    import soundfile as sf
+
+    short = tmp_path / "blip.wav"
+    sf.write(short, np.zeros(400, dtype=np.float32), 16000)
+    with pytest.raises(ValueError, match="blip.wav: too short"):
+        extract_features([str(short)])
