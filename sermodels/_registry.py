@@ -206,8 +206,9 @@ def _validate_entry(path: Path, key: str, entry: Any) -> None:
     repo_id, revision, hashes = entry.get("repo_id"), entry.get("revision"), entry.get("sha256")
     if not isinstance(repo_id, str) or repo_id.count("/") != 1:
         raise ValueError(f"{where}: repo_id must be 'ORG/NAME', got {repo_id!r}")
-    if not isinstance(revision, str) or not revision:
-        raise ValueError(f"{where}: revision must be a commit sha or a branch name, got {revision!r}")
+    # null: recorded but not published on the Hub yet (only a checkout's checkpoints/<id>/ can provide it).
+    if revision is not None and (not isinstance(revision, str) or not revision):
+        raise ValueError(f"{where}: revision must be a commit sha, a branch name or null, got {revision!r}")
     if not isinstance(hashes, dict) or any(not isinstance(h, str) or not _SHA256.fullmatch(h) for h in hashes.values()):
         raise ValueError(f"{where}: sha256 must map file names to 64 lower-case hex digits")
     missing = [f for f in REQUIRED_FILES if f not in hashes]
@@ -315,6 +316,8 @@ def read_config(folder: str | Path) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}")
     missing = [k for k in ("architecture", "model_args", "format_version") if k not in config]
     if missing:
         raise ValueError(f"{path} lacks {missing}: not a sermodels checkpoint")
@@ -341,6 +344,8 @@ def load_folder(folder: str | Path, map_location: str | torch.device = "cpu") ->
         model = create_model(config["architecture"], **config["model_args"])
     except UnknownModelError as err:
         raise UnknownModelError(f"{folder / CONFIG_NAME}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{folder / CONFIG_NAME}: model_args do not build {config['architecture']!r}: {err}") from None
     _check_config_matches(folder, config, model)
     try:
         with safe_open(str(weights), framework="pt", device="cpu") as f:

@@ -115,17 +115,22 @@ def _licence_text(corpus: dict[str, Any]) -> str | None:
 
 
 def hub_licence(training: dict[str, Any], corpora: list[dict[str, Any]]) -> str:
-    """The Hub ``license`` of a model: the one given in training, else cc-by-nc-sa-4.0 when a share-alike corpus
-    (RAVDESS) is in, else the corpora's common licence when all have the same recognised one, else "other"."""
+    """The Hub ``license`` of a model: cc-by-nc-sa-4.0 when a share-alike corpus (RAVDESS) is in (a licence given in
+    training may not override that), else the one given in training, else the corpora's common licence when all
+    have the same recognised one, else "other"."""
     given = training.get("license", training.get("licence"))
-    if given:
-        return str(given)
     ids = []
     for corpus in corpora:
         text = _licence_text(corpus)
         ids.append(None if text is None else HUB_LICENCES.get(re.sub(r"[\s_]+", "-", text.strip().lower())))
     if SHARE_ALIKE in ids or any(c["name"].lower() in SHARE_ALIKE_CORPORA for c in corpora):
+        if given and str(given).lower() != SHARE_ALIKE:
+            raise ValueError(
+                f"training licence {given!r} contradicts the share-alike licence ({SHARE_ALIKE}) of its corpora"
+            )
         return SHARE_ALIKE
+    if given:
+        return str(given)
     if ids and None not in ids and len(set(ids)) == 1:
         return ids[0]
     return "other"

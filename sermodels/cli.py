@@ -88,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     index.add_argument("model", help="pretrained id (a folder checkpoints/<id>/)")
     index.add_argument("--repo-id", required=True, help="the Hub repository it is (or will be) published under")
-    index.add_argument("--revision", default="main", help="the pushed commit sha to pin (default: main)")
+    index.add_argument(
+        "--revision", default=None, help="the pushed commit sha to pin (default: none, i.e. not published yet)"
+    )
     index.add_argument("--default", action="store_true", help="also make it the model behind the alias 'default'")
     index.set_defaults(run=_hub_index)
     return parser
@@ -270,7 +272,8 @@ def _hub_index(args) -> int:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
-    print(f"pinned {args.model} -> {args.repo_id}@{args.revision} in {path}")
+    where = f"{args.repo_id}@{args.revision}" if args.revision else f"{args.repo_id} (not published yet)"
+    print(f"pinned {args.model} -> {where} in {path}")
     return 0
 
 

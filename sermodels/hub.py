@@ -120,6 +120,12 @@ def resolve(
             f"unknown pretrained model {model_id!r}: not a folder, not in {checkpoints_dir()}, not in the index "
             f"{index_path()} (known: {known})"
         )
+    if revision is None and entry["revision"] is None:
+        raise HubUnavailableError(
+            f"{model_id} is not published on the Hub yet (its index entry pins no revision) and {local} does not "
+            "exist: use a checkout of the sermodels repository, whose checkpoints/ folder ships it, or pass a "
+            "checkpoint folder"
+        )
     pinned = revision is None or revision == entry["revision"]
     folder = _download(model_id, entry["repo_id"], revision or entry["revision"], cache_dir, local_only)
     if pinned:
@@ -264,14 +270,16 @@ def push(
     return info.oid
 
 
-def index_entry(folder: str | Path, repo_id: str, revision: str) -> dict[str, Any]:
-    """The ``_pretrained.json`` entry of a pushed folder: repo, revision, and the sha256 of each file present."""
+def index_entry(folder: str | Path, repo_id: str, revision: str | None) -> dict[str, Any]:
+    """The ``_pretrained.json`` entry of a pushed folder: repo, revision, and the sha256 of each file present.
+
+    ``revision=None`` records a release that is not on the Hub yet: only a local ``checkpoints/<id>/`` serves it."""
     folder = Path(folder)
     if not (folder / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"{folder} has no {CONFIG_NAME}: not a checkpoint folder")
     if repo_id.count("/") != 1:
         raise ValueError(f"repo_id must be 'ORG/NAME', got {repo_id!r}")
-    if not revision:
-        raise ValueError("revision must be the pushed commit sha (recommended) or a branch name")
+    if revision is not None and not revision:
+        raise ValueError("revision must be the pushed commit sha (recommended), a branch name, or None (unpublished)")
     hashes = {name: sha256_of(folder / name) for name in CHECKPOINT_FILES if (folder / name).is_file()}
     return {"repo_id": repo_id, "revision": revision, "sha256": hashes}

@@ -39,6 +39,7 @@ import base64
 import fnmatch
 import hashlib
 import json
+import re
 import threading
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -154,6 +155,9 @@ class HubServer:
     # -- storage -------------------------------------------------------------------------------------------------
 
     def blob_path(self, sha256: str) -> Path:
+        """Where a blob lives; object ids come from clients, so anything but 64 hex digits is refused."""
+        if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise HubError(400, f"invalid LFS object id {sha256!r}: expected 64 lower-case hex digits")
         return self.root / "blobs" / sha256
 
     def put_blob(self, data: bytes) -> StoredFile:

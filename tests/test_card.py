@@ -128,7 +128,10 @@ def test_licence_rules():
     assert (
         hub_licence({}, [{"name": "A", "licence": "CC0-1.0"}, {"name": "URDU", "licence": "research only"}]) == "other"
     )
-    assert hub_licence({"license": "cc-by-4.0"}, [{"name": "RAVDESS"}]) == "cc-by-4.0"
+    # A share-alike corpus binds the model: a given licence may repeat it but not replace it.
+    assert hub_licence({"license": "cc-by-nc-sa-4.0"}, [{"name": "RAVDESS"}]) == "cc-by-nc-sa-4.0"
+    with pytest.raises(ValueError, match="share-alike"):
+        hub_licence({"license": "cc-by-4.0"}, [{"name": "RAVDESS"}])
     assert hub_licence({}, []) == "other"
 
 
@@ -146,3 +149,13 @@ def test_bad_inputs_are_reported(tmp_path):
     (folder / "config.json").write_text(json.dumps(_config([{"licence": "x"}])))
     with pytest.raises(ValueError, match="without a name"):
         write_model_card(folder)
+
+
+def test_a_given_licence_cannot_override_share_alike_corpora():
+    from sermodels.card import hub_licence
+
+    ravdess = [{"name": "ravdess", "licence": "CC BY-NC-SA 4.0"}]
+    assert hub_licence({}, ravdess) == "cc-by-nc-sa-4.0"
+    with pytest.raises(ValueError, match="contradicts the share-alike"):
+        hub_licence({"license": "mit"}, ravdess)
+    assert hub_licence({"license": "mit"}, [{"name": "emodb", "licence": "CC0-1.0"}]) == "mit"

@@ -284,3 +284,31 @@ def test_environment_variables_in_a_fresh_process(hf_env, server, tmp_path):
     offline = subprocess.run(run, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120)
     assert offline.returncode == 0, offline.stderr
     assert offline.stdout.strip() == expected and server.requests[asked:] == []
+
+
+def test_loopback_server_refuses_object_ids_that_are_not_hashes(tmp_path):
+    from hub_server import HubError
+
+    with HubServer(tmp_path / "hub", lifetime_s=5) as srv, pytest.raises(HubError, match="invalid LFS object id"):
+        srv.blob_path("../../../../etc/hostname")
+
+
+def test_unpublished_entry_without_local_folder_is_a_clear_error(hf_env, tmp_path):
+    folder = tmp_path / "release"
+    _release(folder, seed=0)
+    _write_index(Path(hf_env["SERMODELS_PRETRAINED_INDEX"]), {f"{ARCH}.demo": hub.index_entry(folder, REPO, None)})
+    with pytest.raises(hub.HubUnavailableError, match="not published on the Hub yet"):
+        hub.load(f"{ARCH}.demo")
+
+
+def test_config_that_does_not_build_names_the_file(tmp_path):
+    folder = tmp_path / "release"
+    _release(folder, seed=0)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_args"]["bogus"] = 1
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config\.json: model_args do not build"):
+        hub.load(str(folder))
+    (folder / "config.json").write_text("7")
+    with pytest.raises(ValueError, match="must hold a JSON object"):
+        hub.load(str(folder))

@@ -52,3 +52,14 @@ def test_recipe_readmes_point_at_real_checkpoints():
 def test_readme_tables_are_generated_from_json():
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "make_readme.py"), "--check"], cwd=REPO)
     assert result.returncode == 0, "README.md is out of date: run `python benchmarks/make_readme.py`"
+
+
+def test_shipped_index_pins_commits_or_marks_unpublished():
+    """A branch name in the shipped index would break installed copies after the next push (sha256 mismatch)."""
+    from sermodels._registry import load_index
+
+    for model_id, entry in load_index().items():
+        if model_id.startswith("_"):
+            continue
+        revision = entry["revision"]
+        assert revision is None or re.fullmatch(r"[0-9a-f]{40}", revision), f"{model_id} pins {revision!r}"
