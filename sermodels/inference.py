@@ -15,9 +15,12 @@ How a long job stays safe and bounded:
   classifies a longer file in consecutive windows and averages their logits, so GPU memory is bounded however long
   a recording is. The decoded waveform of a long file is still held in memory (4 bytes per sample: one hour at
   16 kHz is 230 MB); only the model sees it in chunks.
-- With ``out``, the results so far are written atomically (temporary file + rename) every ``save_every_seconds``
-  and when the run ends, also when it ends with an exception such as Ctrl-C; a file on disk is therefore always a
-  complete, parseable snapshot, never a half-written one. JSON snapshots carry ``"complete": false`` until the end.
+- A file's result is recorded as soon as the last of its chunks has been through the model (not at the end of its
+  window). With ``out``, the results so far are written atomically (temporary file + rename) when at least
+  ``save_every_seconds`` have passed since the last write (checked after every batch) and when the run ends, also
+  when it ends with an exception such as Ctrl-C: every file finished before the interruption is on disk. A file on
+  disk is always a complete, parseable snapshot, never a half-written one. JSON snapshots carry
+  ``"complete": false`` until the end.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ import csv
 import io
 import json
 import os
+import secrets
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +57,8 @@ SORT_WINDOW_BATCHES = 16
 # A window also closes once it holds this much decoded audio (seconds), whatever the number of files.
 WINDOW_MAX_SECONDS = 1800.0
 SCORE_PREFIX = "score_"
+# Random names tried for the temporary file of an atomic write before giving up (a clash is already improbable).
+TEMP_NAME_ATTEMPTS = 100
 
 
 @dataclass
@@ -181,13 +186,14 @@ def run_predictions(
     try:
         with tqdm(total=len(paths), unit="file", desc="predict", file=sys.stderr, disable=not progress) as bar:
             for window in _windows(paths, model, batch_size, outcomes, bar):
-                _predict_window(
+                batches = _predict_window(
                     model, window, head, len(labels), batch_size, device, max_batch_seconds, max_chunk_seconds, outcomes
                 )
-                bar.update(len({piece.index for piece in window}))
-                if out is not None and time.monotonic() - last_save >= save_every_seconds:
-                    write_predictions(_collect(model, paths, outcomes, head, labels, complete=False), out)
-                    last_save = time.monotonic()
+                for files_done in batches:
+                    bar.update(files_done)
+                    if out is not None and time.monotonic() - last_save >= save_every_seconds:
+                        write_predictions(_collect(model, paths, outcomes, head, labels, complete=False), out)
+                        last_save = time.monotonic()
         finished = True
     finally:
         model.train(was_training)
@@ -241,25 +247,37 @@ def _predict_window(
     max_batch_seconds: float | None,
     max_chunk_seconds: float | None,
     outcomes: list,
-) -> None:
-    """Run the model over one decoded window and store each file's (chunk-averaged) logits in ``outcomes``."""
+) -> Iterator[int]:
+    """Run the model over one decoded window, one batch per step, and yield after each batch how many files it finished.
+
+    A file's (chunk-averaged) logits go into ``outcomes`` as soon as the last of its chunks has been through the
+    model, so that an interruption between two batches loses no finished file.
+    """
     chunk_frames = None if max_chunk_seconds is None else frames_for(max_chunk_seconds, model.sample_rate)
     min_frames = frames_for(model.min_duration, model.sample_rate)
     pieces = [chunk for piece in window for chunk in _split(piece, chunk_frames, min_frames)]
     # Longest first and stable: batches pad little, and equal lengths keep input order (deterministic batches).
     pieces.sort(key=lambda piece: -piece.frames)
     max_batch_frames = None if max_batch_seconds is None else max_batch_seconds * model.sample_rate
+    chunks_left: dict[int, int] = {}
+    for piece in pieces:
+        chunks_left[piece.index] = chunks_left.get(piece.index, 0) + 1
     sums: dict[int, torch.Tensor] = {}
     weights: dict[int, int] = {}
     for batch in _batches(pieces, batch_size, max_batch_frames):
         logits = _forward(model, batch, head, num_classes, device)
+        files_done = 0
         for piece, row in zip(batch, logits):
             weighted = row.double() * piece.frames
             sums[piece.index] = sums[piece.index] + weighted if piece.index in sums else weighted
             weights[piece.index] = weights.get(piece.index, 0) + piece.frames
-    for index, total in sums.items():
-        mean = (total / weights[index]).float()
-        outcomes[index] = mean if torch.isfinite(mean).all() else "the model produced non-finite logits (NaN/Inf)"
+            chunks_left[piece.index] -= 1
+            if chunks_left[piece.index] == 0:
+                mean = (sums.pop(piece.index) / weights.pop(piece.index)).float()
+                finite = torch.isfinite(mean).all()
+                outcomes[piece.index] = mean if finite else "the model produced non-finite logits (NaN/Inf)"
+                files_done += 1
+        yield files_done
 
 
 def _split(piece: _Piece, chunk_frames: int | None, min_frames: int) -> list[_Piece]:
@@ -397,29 +415,41 @@ def _json_payload(result: PredictionResult) -> dict[str, Any]:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``: readers never see half a file."""
+    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``: readers never see half a file.
+
+    The file keeps the mode of the file it replaces; a new file gets the mode any new file gets (``0o666`` less the
+    process umask, applied by the OS when the temporary file is created; the umask itself is never changed).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, tmp_name = _create_beside(path)
     try:
         with os.fdopen(handle, "wb") as tmp:
+            if path.exists():  # before any data goes in: a private file's contents never sit in a wider-open one
+                os.chmod(tmp_name, path.stat().st_mode & 0o777)
             tmp.write(data)
             tmp.flush()
             os.fsync(tmp.fileno())
-        os.chmod(tmp_name, _file_mode(path))
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
 
 
-def _file_mode(path: Path) -> int:
-    """The mode a new file would get (mkstemp makes it 0600): the existing file's mode, else 0666 minus umask."""
-    if path.exists():
-        return path.stat().st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+def _create_beside(path: Path) -> tuple[int, str]:
+    """Create a new, uniquely named hidden file next to ``path``; return its open descriptor and its name.
+
+    Unlike ``tempfile.mkstemp`` (always mode 0600) the file is opened with mode 0666 and the OS applies the umask,
+    exactly as for any new file, without reading or changing the process-wide umask (which would race with threads).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(TEMP_NAME_ATTEMPTS):
+        tmp_name = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp_name, flags, 0o666), tmp_name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path}: could not create a temporary file beside it after {TEMP_NAME_ATTEMPTS} attempts")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -253,10 +255,92 @@ def test_interrupted_run_keeps_finished_work(tmp_path, good_files):
         predict_files(FailingModel(fail_at=18), inputs, batch_size=1, progress=False, out=out)
     payload = json.loads(out.read_text())
     assert payload["complete"] is False
-    assert [row["path"] for row in payload["predictions"]] == [str(p) for p in inputs[:16]]
+    # The whole first window, and the one file that the second window finished (its longest, batched first).
+    written = [row["path"] for row in payload["predictions"]]
+    assert written[:16] == [str(p) for p in inputs[:16]]
+    assert written[16:] == [str(max(inputs[16:], key=lambda p: load_audio(p).shape[0]))]
     done = predict_files(LogEnergyModel(), inputs, batch_size=1, progress=False, out=out)
     assert json.loads(out.read_text())["complete"] is True
     assert len(done.rows) == 20
+
+
+def test_interruption_inside_a_window_keeps_the_finished_batches(tmp_path, good_files):
+    # Six files make one window; the model is interrupted in its third batch, after two batches of two files.
+    out = tmp_path / "partial.json"
+    with pytest.raises(KeyboardInterrupt):
+        predict_files(FailingModel(fail_at=3), good_files, batch_size=2, progress=False, out=out)
+    payload = json.loads(out.read_text())
+    assert payload["complete"] is False
+    longest_four = sorted(good_files, key=lambda p: -load_audio(p).shape[0])[:4]
+    assert [row["path"] for row in payload["predictions"]] == [str(p) for p in good_files if p in longest_four]
+    full = predict_files(LogEnergyModel(), good_files, batch_size=2, progress=False)
+    by_path = {row["path"]: row for row in full.rows}
+    for row in payload["predictions"]:
+        assert row["label"] == by_path[row["path"]]["label"]
+        assert row["score_anger"] == pytest.approx(by_path[row["path"]]["score_anger"], abs=1e-6)
+
+
+class SnapshotReadingModel(LogEnergyModel):
+    """Records, at each call, how many predictions the snapshot file on disk holds (None: no file yet)."""
+
+    def __init__(self, snapshot: Path):
+        super().__init__()
+        self.snapshot = snapshot
+        self.seen: list[int | None] = []
+
+    def forward(self, waveforms, lengths=None, head=None):
+        exists = self.snapshot.exists()
+        self.seen.append(len(json.loads(self.snapshot.read_text())["predictions"]) if exists else None)
+        return super().forward(waveforms, lengths, head)
+
+
+def test_snapshot_timer_is_checked_after_every_batch(tmp_path, good_files):
+    out = tmp_path / "snapshot.json"
+    model = SnapshotReadingModel(out)
+    predict_files(model, good_files, batch_size=2, progress=False, out=out, save_every_seconds=0.0)
+    assert model.seen == [None, 2, 4]
+    assert json.loads(out.read_text())["complete"] is True
+
+
+def test_a_chunked_file_is_recorded_only_when_all_its_chunks_are_done(tmp_path, good_files):
+    long_file = tmp_path / "long.wav"
+    sf.write(long_file, torch.cat([load_audio(p) for p in good_files]).numpy(), 16_000, subtype="FLOAT")
+    out = tmp_path / "partial.json"
+    # Two-second chunks, one per batch: the file has more than two chunks, so the third call interrupts it.
+    with pytest.raises(KeyboardInterrupt):
+        predict_files(
+            FailingModel(fail_at=3), [long_file], batch_size=1, max_chunk_seconds=2.0, progress=False, out=out
+        )
+    assert not out.exists()  # nothing finished, nothing to write: no partial average of the first chunks
+    model = SnapshotReadingModel(out)
+    predict_files(model, [long_file], batch_size=1, max_chunk_seconds=2.0, progress=False, out=out,
+                  save_every_seconds=0.0)  # fmt: skip
+    assert len(model.seen) > 2 and set(model.seen) <= {None, 0}  # no prediction on disk before the last chunk
+    assert len(json.loads(out.read_text())["predictions"]) == 1
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes and umask")
+def test_written_files_get_the_umask_mode_without_touching_the_umask(tmp_path, good_files, monkeypatch):
+    result = predict_files(LogEnergyModel(), good_files[:1], progress=False)
+    previous = os.umask(0o027)
+    try:
+
+        def no_umask(mask):
+            raise AssertionError("os.umask changed while writing (a race with other threads)")
+
+        monkeypatch.setattr(os, "umask", no_umask)
+        new = write_predictions(result, tmp_path / "new.csv")
+        assert stat.S_IMODE(new.stat().st_mode) == 0o640  # 0o666 less the umask 0o027
+        existing = tmp_path / "existing.json"
+        existing.write_text("{}")
+        existing.chmod(0o604)
+        write_predictions(result, existing)
+        assert stat.S_IMODE(existing.stat().st_mode) == 0o604  # a replaced file keeps its mode
+        assert json.loads(existing.read_text())["complete"] is True
+    finally:
+        monkeypatch.undo()
+        os.umask(previous)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.json", "new.csv"]  # no temporary files left
 
 
 def test_expand_inputs(tmp_path, good_files):

@@ -52,6 +52,14 @@ LOG_EPS = 1e-6
 # power) is treated as constant: its skewness and kurtosis are defined as 0 rather than computed as 0/0 noise.
 CONSTANT_STD_TOL = 1e-8
 
+# Device types whose kernels support float64: moments are accumulated in float64 there. Elsewhere (Apple MPS has no
+# float64) they are accumulated in float32 after subtracting each band's mean; on CPU the two agree to ~2e-6 (see
+# tests/features/test_functionals.py). Tests empty this to run the float32 path on the CPU.
+FLOAT64_DEVICE_TYPES = frozenset({"cpu", "cuda"})
+# In float32 (about 7 significant digits) a log-mel series of levels around 10 carries rounding noise of ~1e-6, so a
+# smaller standard deviation is treated as constant there (skewness and kurtosis 0) rather than as 0/0 noise.
+CONSTANT_STD_TOL_FLOAT32 = 1e-5
+
 LOGMEL_FUNCTIONALS = ("mean", "std", "skew", "kurt", "min", "max", "range")
 DELTA_FUNCTIONALS = ("mean", "std", "skew", "kurt")
 FEATURE_GROUPS = ("logmel", "d1", "d2")
@@ -61,7 +69,8 @@ class LogMelFunctionals(nn.Module):
     """Waveforms ``(B, T)`` (or ``(T,)``) at ``sample_rate`` -> 600 log-mel functionals ``(B, 600)`` (or ``(600,)``).
 
     The output is laid out group by group (``logmel``, ``d1``, ``d2``), then functional by functional, then band by
-    band; :meth:`feature_names` names every column. Moments are accumulated in float64 and returned in float32.
+    band; :meth:`feature_names` names every column. Moments are accumulated in float64 on devices that have it
+    (:data:`FLOAT64_DEVICE_TYPES`) and returned in float32; elsewhere (Apple MPS) see :func:`moment_dtype`.
     """
 
     def __init__(
@@ -123,8 +132,8 @@ class LogMelFunctionals(nn.Module):
         }
 
     def num_frames(self, lengths: Tensor) -> Tensor:
-        """Frames each utterance yields on its own (centred framing), ``(B,)``."""
-        return num_frames(lengths, self.mel.hop_length, center=True)
+        """Frames each utterance yields on its own (centred framing: ``n_fft // 2`` reflected samples each side)."""
+        return num_frames(lengths, self.mel.hop_length, center=True, n_fft=self.mel.n_fft)
 
     def log_mel(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(B, T)`` -> log-mel ``(B, n_mels, frames)`` and the valid-frame mask ``(B, frames)``.
@@ -144,12 +153,19 @@ class LogMelFunctionals(nn.Module):
         if single:
             waveforms = waveforms.unsqueeze(0)
         logmel, mask = self.log_mel(waveforms, lengths)
-        logmel = logmel.double()
-        delta1 = compute_deltas(_repeat_last_valid(logmel, mask), self.delta_win_length)
+        if moment_dtype(logmel.device) == torch.float64:
+            offset = torch.zeros(logmel.shape[:-1], dtype=torch.float64, device=logmel.device)
+            series = logmel.double()
+        else:  # no float64 here: centre each band first, so float32 sums hold deviations, not the -14..+5 levels
+            offset = _masked_moments(logmel, mask)[0]  # (B, n_mels)
+            series = logmel - offset.unsqueeze(-1)
+        # Deltas are differences, so the subtracted band means do not change them.
+        delta1 = compute_deltas(_repeat_last_valid(series, mask), self.delta_win_length)
         delta2 = compute_deltas(_repeat_last_valid(delta1, mask), self.delta_win_length)
-        moments = _masked_moments(logmel, mask)
-        low, high = _masked_min_max(logmel, mask)
-        parts = [*moments, low, high, high - low, *_masked_moments(delta1, mask), *_masked_moments(delta2, mask)]
+        mean, std, skew, kurt = _masked_moments(series, mask)
+        low, high = _masked_min_max(series, mask)
+        parts = [mean + offset, std, skew, kurt, low + offset, high + offset, high - low]
+        parts += [*_masked_moments(delta1, mask), *_masked_moments(delta2, mask)]
         features = torch.cat(parts, dim=-1).float()
         return features[0] if single else features
 
@@ -175,6 +191,15 @@ class LogMelFunctionals(nn.Module):
                 f"samples (more than n_fft // 2 for reflect padding, at most the padded length)"
             )
         return waveforms, lengths
+
+
+def moment_dtype(device: torch.device | str) -> torch.dtype:
+    """float64 where ``device``'s type is in :data:`FLOAT64_DEVICE_TYPES`, float32 otherwise (e.g. ``"mps"``).
+
+    On the float32 path :meth:`LogMelFunctionals.forward` subtracts each band's mean before the moments, so that
+    the sums of powers are of deviations (small numbers) and the float32 rounding stays small.
+    """
+    return torch.float64 if torch.device(device).type in FLOAT64_DEVICE_TYPES else torch.float32
 
 
 def _reflect_pad_each(waveforms: Tensor, lengths: Tensor, edge: int) -> Tensor:
@@ -210,7 +235,7 @@ def _masked_moments(series: Tensor, mask: Tensor) -> list[Tensor]:
     m3 = centred.pow(3).sum(dim=-1) / count
     m4 = centred.pow(4).sum(dim=-1) / count
     std = m2.sqrt()
-    constant = std < CONSTANT_STD_TOL
+    constant = std < (CONSTANT_STD_TOL if series.dtype == torch.float64 else CONSTANT_STD_TOL_FLOAT32)
     safe_m2 = torch.where(constant, torch.ones_like(m2), m2)
     skew = torch.where(constant, torch.zeros_like(m3), m3 / safe_m2.pow(1.5))
     kurt = torch.where(constant, torch.zeros_like(m4), m4 / safe_m2.pow(2) - 3.0)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 # does) rather than floored at a tiny value: a floor would multiply any later deviation of that feature by 1/floor.
 CONSTANT_STD_RTOL = 1e-7
 SAFETENSORS_FORMAT = "sermodels.Standardizer"
+MAX_ROWS_NAMED = 10  # error messages list at most this many offending row numbers
 
 
 class Standardizer(nn.Module):
@@ -55,9 +56,9 @@ class Standardizer(nn.Module):
             raise ValueError(f"Standardizer.fit expects an (N, {self.dim}) tensor, got {shape}")
         if x.shape[0] < 2:
             raise ValueError(f"Standardizer.fit needs at least 2 rows to estimate a spread, got {x.shape[0]}")
-        if not torch.isfinite(x).all():
-            bad = (~torch.isfinite(x)).any(dim=1).nonzero().flatten()[:10].tolist()
-            raise ValueError(f"Standardizer.fit got NaN/Inf values (first rows: {bad})")
+        bad = _nonfinite_rows(x)
+        if len(bad):
+            raise ValueError(f"Standardizer.fit got NaN/Inf values (first rows: {bad[:MAX_ROWS_NAMED].tolist()})")
         data = x.double()
         mean = data.mean(dim=0)
         std = data.std(dim=0, correction=0)
@@ -122,9 +123,26 @@ def _refresh_fitted(module: Standardizer, incompatible_keys) -> None:
 
 
 def fit_per_corpus(features: Tensor, corpus_ids: Sequence[str]) -> dict[str, Standardizer]:
-    """One standardiser per corpus, fitted on that corpus's rows of ``features (N, D)``; keys sorted by corpus."""
+    """One standardiser per corpus, fitted on that corpus's rows of ``features (N, D)``; keys sorted by corpus.
+
+    A corpus that cannot be fitted (NaN/Inf values, fewer than 2 rows) is a ``ValueError`` naming the corpus, with
+    row numbers counted in ``features`` (not within the corpus).
+    """
     groups = _rows_by_corpus(features, corpus_ids)
-    return {corpus: Standardizer(features.shape[1]).fit(features[rows]) for corpus, rows in groups.items()}
+    standardizers = {}
+    for corpus, rows in groups.items():
+        subset = features[rows]
+        bad = rows[_nonfinite_rows(subset)]
+        if len(bad):
+            raise ValueError(
+                f"corpus {corpus!r}: NaN/Inf feature values in {len(bad)} of its {len(rows)} rows "
+                f"(first rows of features: {bad[:MAX_ROWS_NAMED].tolist()})"
+            )
+        try:
+            standardizers[corpus] = Standardizer(features.shape[1]).fit(subset)
+        except ValueError as err:
+            raise ValueError(f"corpus {corpus!r} ({len(rows)} rows of features): {err}") from err
+    return standardizers
 
 
 def apply_per_corpus(features: Tensor, corpus_ids: Sequence[str], standardizers: Mapping[str, Standardizer]) -> Tensor:
@@ -137,6 +155,11 @@ def apply_per_corpus(features: Tensor, corpus_ids: Sequence[str], standardizers:
     for corpus, rows in groups.items():
         out[rows] = standardizers[corpus](features[rows])
     return out
+
+
+def _nonfinite_rows(x: Tensor) -> Tensor:
+    """Indices of the rows of ``x (N, D)`` holding a NaN or an infinity, ``(K,)`` long."""
+    return (~torch.isfinite(x)).any(dim=1).nonzero().flatten()
 
 
 def _rows_by_corpus(features: Tensor, corpus_ids: Sequence[str]) -> dict[str, Tensor]:

@@ -15,7 +15,9 @@ Two additions for the model zoo:
 One deliberate departure: ``AmplitudeToDB(top_db=...)`` clips each spectrogram (the last two dimensions) against its
 own maximum. torchaudio treats a 3-D input as ``(channel, freq, time)`` and clips against the maximum over all
 channels, which for a ``(batch, freq, time)`` input would make an utterance's features depend on the other
-utterances in its batch. For a 2-D spectrogram both agree.
+utterances in its batch. For a 2-D spectrogram both agree. And a stricter check: ``melscale_fbanks`` (so
+``MelSpectrogram``) rejects ``f_max`` above the Nyquist frequency, which torchaudio accepts and turns into filters
+that cover no bin.
 
 Windows and filterbanks are non-persistent buffers: ``state_dict()`` stays free of derived constants and
 ``.to(device)`` moves them with the module.
@@ -24,6 +26,7 @@ Windows and filterbanks are non-persistent buffers: ``state_dict()`` stays free 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -140,9 +143,12 @@ def spectrogram(
 def num_frames(lengths: Tensor, hop_length: int, center: bool = True, n_fft: int | None = None, pad: int = 0) -> Tensor:
     """Number of STFT frames that a waveform of each length in ``lengths (B,)`` yields on its own, ``(B,)`` long.
 
-    With ``center=True`` a signal of ``L`` samples gives ``1 + L // hop_length`` frames; without centring it gives
-    ``1 + (L - n_fft) // hop_length`` (0 when ``L < n_fft``). ``pad`` is the ``Spectrogram(pad=...)`` zero padding on
-    each side. Frames ``>=`` this count in a padded batch are padding and must be masked.
+    A signal of ``L`` samples, zero-padded by ``pad`` on each side (``Spectrogram(pad=...)``), is ``N = L + 2 pad``
+    samples long. Without centring it gives ``1 + (N - n_fft) // hop_length`` frames (0 when ``N < n_fft``); with
+    ``center=True``, ``torch.stft`` first pads ``n_fft // 2`` on each side, so it gives
+    ``1 + (N + 2 (n_fft // 2) - n_fft) // hop_length``: ``1 + N // hop_length`` for an even ``n_fft`` but
+    ``1 + (N - 1) // hop_length`` for an odd one. Frames ``>=`` this count in a padded batch are padding and must be
+    masked. ``n_fft`` is therefore always needed.
     """
     lengths = torch.as_tensor(lengths)
     if lengths.is_floating_point() or lengths.dtype == torch.bool:
@@ -151,11 +157,13 @@ def num_frames(lengths: Tensor, hop_length: int, center: bool = True, n_fft: int
         raise ValueError(f"lengths must be >= 0, got {lengths.tolist()}")
     if hop_length <= 0:
         raise ValueError(f"hop_length must be positive, got {hop_length}")
+    if n_fft is None:
+        raise ValueError(f"num_frames(center={center}) needs n_fft: the frame count depends on it")
+    if n_fft <= 0:
+        raise ValueError(f"n_fft must be positive, got {n_fft}")
     total = lengths.long() + 2 * pad
     if center:
-        return 1 + torch.div(total, hop_length, rounding_mode="floor")
-    if n_fft is None:
-        raise ValueError("num_frames(center=False) needs n_fft")
+        total = total + 2 * (n_fft // 2)
     frames = 1 + torch.div(total - n_fft, hop_length, rounding_mode="floor")
     return frames.clamp(min=0)
 
@@ -269,6 +277,10 @@ def melscale_fbanks(
     Filter centres are equally spaced on the mel scale (``"htk"`` or ``"slaney"``) between ``f_min`` and ``f_max``;
     ``norm="slaney"`` divides each triangle by its width in Hz (constant energy per band). Bins lie at
     ``linspace(0, sample_rate // 2, n_freqs)`` as in torchaudio.
+
+    ``f_max`` above the Nyquist frequency ``sample_rate / 2`` is an error (torchaudio accepts it silently, and the
+    upper filters then cover no bin). A filter too narrow to contain any bin is all zero, so its band is always
+    silent; as in torchaudio, that gives a ``UserWarning`` (with how many filters) instead of an error.
     """
     if norm not in (None, "slaney"):
         raise ValueError(f"norm must be None or 'slaney', got {norm!r}")
@@ -278,6 +290,11 @@ def melscale_fbanks(
         raise ValueError(f"need 0 <= f_min <= f_max, got f_min={f_min}, f_max={f_max}")
     if n_freqs < 2 or n_mels < 1:
         raise ValueError(f"need n_freqs >= 2 and n_mels >= 1, got n_freqs={n_freqs}, n_mels={n_mels}")
+    if f_max > sample_rate / 2:
+        raise ValueError(
+            f"f_max={f_max} Hz is above the Nyquist frequency sample_rate / 2 = {sample_rate / 2} Hz "
+            f"(sample_rate={sample_rate}); the spectrogram has no bins there"
+        )
     bin_hz = torch.linspace(0, sample_rate // 2, n_freqs)
     mel_points = torch.linspace(_hz_to_mel(f_min, mel_scale), _hz_to_mel(f_max, mel_scale), n_mels + 2)
     edges_hz = _mel_to_hz(mel_points, mel_scale)  # (n_mels + 2,): lower edge, centre, upper edge of each band
@@ -288,6 +305,14 @@ def melscale_fbanks(
     fbank = torch.clamp(torch.minimum(rising, falling), min=0.0)
     if norm == "slaney":
         fbank = fbank * (2.0 / (edges_hz[2:] - edges_hz[:-2])).unsqueeze(0)
+    empty = int((fbank.amax(dim=0) == 0.0).sum())
+    if empty:
+        warnings.warn(
+            f"{empty} of {n_mels} mel filters are all zero (narrower than the spacing of the {n_freqs} frequency "
+            f"bins between {f_min} and {f_max} Hz): use fewer mels (n_mels < {n_mels}) or a larger n_fft",
+            UserWarning,
+            stacklevel=2,
+        )
     return fbank
 
 

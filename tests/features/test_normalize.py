@@ -116,3 +116,14 @@ def test_per_corpus_normalisation_uses_each_corpus_statistics():
         apply_per_corpus(features[:2], ["urdu", "emodb"], standardizers)
     with pytest.raises(ValueError, match="one corpus id per row"):
         fit_per_corpus(features, corpus_ids[:-1])
+
+
+def test_per_corpus_errors_name_the_corpus_and_global_rows():
+    features = sample_features(12)
+    corpus_ids = ["emodb", "urdu"] * 6  # urdu holds rows 1, 3, 5, ...
+    features[7, 2] = float("nan")  # the 4th urdu row, row 7 of features
+    features[9, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"corpus 'urdu'.*NaN/Inf.*2 of its 6 rows.*\[7, 9\]"):
+        fit_per_corpus(features, corpus_ids)
+    with pytest.raises(ValueError, match=r"corpus 'ravdess' \(1 rows of features\).*at least 2 rows"):
+        fit_per_corpus(sample_features(5), ["emodb"] * 4 + ["ravdess"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ import torch
 from sermodels.audio import load_audio
 from sermodels.features import (
     AmplitudeToDB,
+    LogMelFunctionals,
     MelSpectrogram,
     Spectrogram,
     amplitude_to_db,
@@ -88,6 +90,9 @@ def assert_spectra_close(actual: torch.Tensor, expected: np.ndarray, what: str) 
     )
 
 
+@pytest.mark.filterwarnings(
+    "ignore:1 of 128 mel filters are all zero:UserWarning"
+)  # deepspectrum_mel128, as in torchaudio
 def test_every_reference_array_matches(reference, signals):
     meta, arrays = reference
     checked = set()
@@ -217,6 +222,56 @@ def test_num_frames_matches_the_spectrogram(center):
     assert num_frames(torch.tensor([100]), 160, center=False, n_fft=512).tolist() == [0]
     with pytest.raises(ValueError, match="needs n_fft"):
         num_frames(lengths, 160, center=False)
+
+
+@pytest.mark.parametrize("n_fft", [400, 401, 481])
+@pytest.mark.parametrize("center", [True, False])
+def test_num_frames_matches_the_spectrogram_for_odd_n_fft_and_padding(n_fft, center):
+    # torch.stft(center=True) pads n_fft // 2 each side: with an odd n_fft that is one sample less than n_fft / 2.
+    lengths = torch.tensor([481, 640, 641, 800, 801, 1601, 16000])
+    for pad in (0, 3):
+        spec = Spectrogram(n_fft=n_fft, hop_length=160, pad=pad, center=center)
+        expected = torch.tensor([spec(torch.zeros(int(n))).shape[-1] for n in lengths])
+        assert torch.equal(spec.num_frames(lengths), expected), (n_fft, pad)
+        assert torch.equal(num_frames(lengths, 160, center=center, n_fft=n_fft, pad=pad), expected)
+    with pytest.raises(ValueError, match="needs n_fft"):
+        num_frames(lengths, 160, center=True)
+
+
+def test_f_max_above_nyquist_is_an_error_naming_both():
+    with pytest.raises(ValueError, match=r"f_max=9000.0 Hz.*8000.0 Hz.*sample_rate=16000"):
+        melscale_fbanks(257, 0.0, 9000.0, 40, 16000)
+    with pytest.raises(ValueError, match="Nyquist"):
+        MelSpectrogram(sample_rate=16000, f_max=8001.0)
+
+
+def test_all_zero_mel_filters_warn_with_their_count():
+    with pytest.warns(UserWarning, match=r"(\d+) of 128 mel filters are all zero.*fewer mels.*larger n_fft") as caught:
+        fbank = melscale_fbanks(65, 0.0, 8000.0, 128, 16000)  # n_fft 128: 65 bins for 128 bands
+    empty = int((fbank.amax(dim=0) == 0).sum())
+    assert empty > 0 and f"{empty} of 128" in str(caught[0].message)
+
+
+def test_only_configurations_with_empty_filters_warn(reference):
+    # Our defaults (the NICU functionals, whose configuration the released SVM uses) and the EmoNet/NICU reference
+    # configurations have no empty filter and must not warn. torchaudio's own MelSpectrogram() defaults (n_fft 400,
+    # 128 mels) and the Deep Spectrum 128-mel configuration do have empty filters (torchaudio warns there too): the
+    # warning must give the same count as torchaudio's filterbank has empty columns.
+    meta, arrays = reference
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LogMelFunctionals()
+        MelSpectrogram(n_fft=512, win_length=480, hop_length=160, n_mels=40)
+        for name, config in meta["configs"].items():
+            if config["kind"] == "spec" or not (arrays[f"{name}/fbank"].max(axis=0) == 0).any():
+                build(config)
+    for name, config in meta["configs"].items():
+        if config["kind"] == "mel" and (arrays[f"{name}/fbank"].max(axis=0) == 0).any():
+            empty = int((arrays[f"{name}/fbank"].max(axis=0) == 0).sum())
+            with pytest.warns(UserWarning, match=f"^{empty} of {config['n_mels']} mel filters are all zero"):
+                build(config)
+    with pytest.warns(UserWarning, match="^4 of 128 mel filters are all zero"):
+        MelSpectrogram()
 
 
 def test_amplitude_to_db_top_db_is_per_spectrogram():
