@@ -10,15 +10,18 @@ A batch is a dict::
     paths      list[str]
 
 Training clips longer than ``max_duration`` are randomly cropped; the crop offset is a function of
-``(seed, epoch, item index)`` only, so it is the same with any number of workers or ranks. Validation and test use
-whole clips.
+``(seed, epoch, item index, cycle)`` only (``cycle``: how many times round-robin has already cycled the item's corpus
+this epoch, 0 otherwise), so it is the same with any number of workers or ranks, and an item that a smaller corpus
+repeats within one epoch gets a new window each time. Validation and test use whole clips.
 
 Multi-corpus training (EmoNet §6.1/§6.2):
 
 * ``"concat"`` pools the corpora's training items and shuffles them together (aggregated training; with
   ``balance=True`` and an arousal/valence label space this is EmoNet's §6.2 set-up). Under DDP Lightning injects a
   ``DistributedSampler`` into :class:`TrainBatchSampler` (it exposes the ``sampler`` argument Lightning looks for);
-  the batches are cut from that sampler's per-rank shard.
+  the batches are cut from that sampler's per-rank shard. That sampler shuffles with Lightning's global seed
+  (``seed_everything``, 0 when unset), not with ``SERDataModule.seed``, which then only seeds the crops and
+  ``balance``: seed both for a reproducible run. Without DDP the order comes from ``SERDataModule.seed``.
 * ``"round_robin"`` yields one batch of corpus 1, one of corpus 2, ..., in turn (multi-domain training, §6.1: every
   batch comes from a single corpus, ``batch["corpus"]`` names it). An epoch ends when the largest corpus has been
   seen once; smaller corpora are reshuffled and cycled. Under DDP every rank shuffles each corpus with the same
@@ -64,8 +67,10 @@ GENERIC_PREFIX = "folder:"
 class WaveformDataset(Dataset):
     """Items of one corpus partition as ``{"waveform", "label", "domain", "corpus", "path"}`` samples.
 
-    ``dataset[i]`` is the whole clip; ``dataset[(i, epoch)]`` (what :class:`TrainBatchSampler` yields) is a random
-    crop of at most ``max_duration`` seconds, drawn from ``numpy.random.default_rng((seed, epoch, i))``.
+    ``dataset[i]`` is the whole clip; ``dataset[(i, epoch)]`` or ``dataset[(i, epoch, cycle)]`` (what
+    :class:`TrainBatchSampler` yields) is a random crop of at most ``max_duration`` seconds, drawn from
+    ``numpy.random.default_rng((seed, epoch, i))`` for cycle 0 and ``default_rng((seed, epoch, i, cycle))`` for a
+    later round-robin cycle of the same epoch (so cycle 0 keeps the crops of the plain ``(i, epoch)`` key).
     """
 
     def __init__(
@@ -90,12 +95,12 @@ class WaveformDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        index, epoch = key if isinstance(key, tuple) else (key, None)
+    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any]:
+        index, epoch, cycle = _split_key(key)
         item = self.items[index]
         waveform = self.cache.get(item.path)
         if epoch is not None and self.max_samples is not None and waveform.shape[0] > self.max_samples:
-            rng = np.random.default_rng((self.seed, epoch, index))
+            rng = np.random.default_rng((self.seed, epoch, index, cycle) if cycle else (self.seed, epoch, index))
             start = int(rng.integers(0, waveform.shape[0] - self.max_samples + 1))
             waveform = waveform[start : start + self.max_samples]
         return {
@@ -107,16 +112,25 @@ class WaveformDataset(Dataset):
         }
 
 
-class _TrainingConcat(ConcatDataset):
-    """ConcatDataset whose keys may be ``(index, epoch)`` pairs, forwarded with the local index."""
+def _split_key(key: int | tuple[int, ...]) -> tuple[int, int | None, int]:
+    """``i``, ``(i, epoch)`` or ``(i, epoch, cycle)`` -> ``(i, epoch or None, cycle or 0)``."""
+    if not isinstance(key, tuple):
+        return key, None, 0
+    if len(key) not in (2, 3):
+        raise KeyError(f"expected an index, (index, epoch) or (index, epoch, cycle), got {key!r}")
+    return key[0], key[1], key[2] if len(key) == 3 else 0
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        index, epoch = key if isinstance(key, tuple) else (key, None)
+
+class _TrainingConcat(ConcatDataset):
+    """ConcatDataset whose keys may be ``(index, epoch[, cycle])`` tuples, forwarded with the local index."""
+
+    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any]:
+        index = key[0] if isinstance(key, tuple) else key
         if index < 0:
             index += len(self)
         which = int(np.searchsorted(self.cumulative_sizes, index, side="right"))
         local = index - (self.cumulative_sizes[which - 1] if which else 0)
-        return self.datasets[which][(local, epoch) if epoch is not None else local]
+        return self.datasets[which][(local, *key[1:]) if isinstance(key, tuple) else local]
 
 
 def pad_collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -170,7 +184,8 @@ class EpochSampler(Sampler[int]):
 
 
 class TrainBatchSampler(BatchSampler):
-    """Training batches of ``(index, epoch)`` keys, in "concat" or "round_robin" order (module docstring).
+    """Training batches of ``(index, epoch)`` keys ("concat") or ``(index, epoch, cycle)`` keys ("round_robin",
+    ``cycle`` counting how often the corpus has been reshuffled this epoch), in the order of the module docstring.
 
     ``groups`` lists each corpus's indices into the concatenated training set. ``sampler`` is an
     :class:`EpochSampler` over all indices, or the ``DistributedSampler`` that Lightning injects under DDP; in
@@ -221,7 +236,7 @@ class TrainBatchSampler(BatchSampler):
         return size // self.batch_size if self.drop_last else math.ceil(size / self.batch_size)
 
     # ---- iteration -------------------------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, ...]]]:
         epoch = self._epoch()
         if self.mode == "concat":
             order = self.sampler.permutation(epoch) if isinstance(self.sampler, EpochSampler) else list(self.sampler)
@@ -231,7 +246,8 @@ class TrainBatchSampler(BatchSampler):
         streams = [self._group_stream(g, epoch) for g in range(len(self.groups))]
         for _ in range(self._rounds()):
             for stream in streams:
-                yield [(index, epoch) for index in next(stream)]
+                cycle, batch = next(stream)
+                yield [(index, epoch, cycle) for index in batch]
 
     def _chunks(self, order: Sequence[int]) -> Iterator[list[int]]:
         for start in range(0, len(order), self.batch_size):
@@ -239,15 +255,16 @@ class TrainBatchSampler(BatchSampler):
             if len(batch) == self.batch_size or not self.drop_last:
                 yield batch
 
-    def _group_stream(self, group: int, epoch: int) -> Iterator[list[int]]:
-        """This rank's batches of one corpus, cycling through fresh shuffles for as long as they are asked for."""
+    def _group_stream(self, group: int, epoch: int) -> Iterator[tuple[int, list[int]]]:
+        """This rank's ``(cycle, batch)`` pairs of one corpus, cycling through fresh shuffles while asked for."""
         rank, replicas = self._rank()
         indices = np.asarray(self.groups[group])
         cycle = 0
         while True:
             order = indices[np.random.default_rng((self.seed, epoch, group, cycle)).permutation(len(indices))]
             padded = np.resize(order, math.ceil(len(order) / replicas) * replicas)  # wrap-around padding
-            yield from self._chunks(padded[rank::replicas].tolist())
+            for batch in self._chunks(padded[rank::replicas].tolist()):
+                yield cycle, batch
             cycle += 1
 
     def _rounds(self) -> int:
@@ -270,10 +287,12 @@ class SERDataModule(L.LightningDataModule):
         corpora: registered corpus names (``emodb``, ``ravdess``, ``emovo``, ``urdu``) or ``folder:<name>`` for a
             generic corpus (a class-folder tree or CSV/TSV given in ``roots``).
         roots: corpus entry -> folder (or table), or a list in the order of ``corpora``. ``None``: the folders
-            ``EMODB``, ``RAVDESS``, ... under ``$SERMODELS_DATA``.
+            ``EMODB``, ``RAVDESS``, ... under ``$SERMODELS_DATA``. A key naming no corpus of ``corpora`` is an
+            error (a misspelt name would otherwise be ignored silently).
         label_space: ``categories`` (each corpus's own classes), ``arousal``, ``valence`` or ``binary_valence``
             (:mod:`sermodels.labels`, EmoNet Table 2).
-        split: protocol name for every corpus (``fixed``, ``loso``, ``cv6``, ``cv5``) or a dict corpus -> name.
+        split: protocol name for every corpus (``fixed``, ``loso``, ``cv6``, ``cv5``) or a dict corpus -> name
+            (corpora it leaves out use ``fixed``; a key naming no corpus of ``corpora`` is an error).
         fold: fold index (0-based) for cross-validation protocols; ignored by corpora using ``fixed``.
         max_duration: training crop length in seconds (``None``: whole clips).
         balance: cut every mapped class to the corpus's minority class, per corpus and partition (EmoNet §6.2:
@@ -350,6 +369,7 @@ class SERDataModule(L.LightningDataModule):
             if len(roots) != len(self.corpus_entries):
                 raise ValueError(f"{len(roots)} roots for {len(self.corpus_entries)} corpora")
             return dict(zip(self.corpus_names, roots))
+        unknown = self._unknown_keys(roots or {})
         resolved = {}
         for entry, name in zip(self.corpus_entries, self.corpus_names):
             if roots and (entry in roots or name in roots):
@@ -358,17 +378,31 @@ class SERDataModule(L.LightningDataModule):
             base = os.environ.get(DATA_ENV)
             folder = None if entry.startswith(GENERIC_PREFIX) else corpus_meta(name).folder
             if base is None or folder is None:
+                hint = f"; roots names no corpus of this data module: {unknown}" if unknown else ""
                 raise ValueError(
-                    f"no root for corpus {entry!r}: pass roots={{{entry!r}: '<folder>'}} or set {DATA_ENV}"
+                    f"no root for corpus {entry!r}: pass roots={{{entry!r}: '<folder>'}} or set {DATA_ENV}{hint}"
                 )
             resolved[name] = str(Path(base) / folder)
+        if unknown:
+            raise ValueError(f"roots names unknown corpora {unknown}; the corpora are {self._known_keys()}")
         return resolved
 
     def _split_for(self, entry: str, split: str | dict[str, str]) -> str:
         if isinstance(split, str):
             return split
+        unknown = self._unknown_keys(split)
+        if unknown:
+            raise ValueError(f"split names unknown corpora {unknown}; the corpora are {self._known_keys()}")
         name = self._domain_name(entry)
         return split.get(entry, split.get(name, "fixed"))
+
+    def _known_keys(self) -> list[str]:
+        """What a ``roots``/``split`` dict may name: each corpus entry as given and its corpus name."""
+        return list(dict.fromkeys(key for pair in zip(self.corpus_entries, self.corpus_names) for key in pair))
+
+    def _unknown_keys(self, mapping: dict[str, Any]) -> list[str]:
+        known = set(self._known_keys())
+        return sorted(str(key) for key in mapping if key not in known)
 
     # ---- setup -----------------------------------------------------------------------------------------------------
     def prepare_data(self) -> None:

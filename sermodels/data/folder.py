@@ -50,6 +50,9 @@ OPTIONAL_COLUMNS = ("speaker", "sex", "text", "split")
 CV_FOLDS = 5
 # The grouped split search costs trials x groups; large corpora need fewer random orders to get close to target.
 SEARCH_BUDGET = 200_000
+#: Work bound of each grouped search at load time (candidate moves/swaps evaluated, see ``grouped_partition``):
+#: a protocol runs up to 2 + CV_FOLDS searches, so a corpus of a few hundred speakers splits in about a second.
+LOAD_SEARCH_WORK = 20_000
 
 META = CorpusMeta(
     name=NAME,
@@ -207,7 +210,12 @@ def _speaker_disjoint(items: list[Item]) -> bool:
 
 
 def _computed_protocol(corpus: str, items: list[Item]) -> Protocol | None:
-    """Speaker-grouped splits (files as groups when there are no speakers); ``None`` with fewer than 3 groups."""
+    """Speaker-grouped splits (files as groups when there are no speakers); ``None`` with fewer than 3 groups.
+
+    Without speakers every group is one file, and ``grouped_partition`` stratifies the files by class directly;
+    with speakers the search is bounded by :data:`LOAD_SEARCH_WORK`. ``Corpus.protocol`` calls this once per corpus
+    object and keeps the result.
+    """
     groups: dict[str, dict[str, int]] = {}
     for item in items:
         per = groups.setdefault(group_of(item), {})
@@ -215,8 +223,9 @@ def _computed_protocol(corpus: str, items: list[Item]) -> Protocol | None:
     if len(groups) < len(PARTITIONS):
         return None
     trials = max(20, min(SEARCH_TRIALS, SEARCH_BUDGET // len(groups)))
-    fixed = grouped_partition(groups, FIXED_FRACTIONS, seed=SEARCH_SEED, trials=trials)
-    folds = grouped_folds(groups, CV_FOLDS, seed=SEARCH_SEED, trials=trials) if len(groups) >= CV_FOLDS + 2 else []
+    search = {"seed": SEARCH_SEED, "trials": trials, "max_work": LOAD_SEARCH_WORK}
+    fixed = grouped_partition(groups, FIXED_FRACTIONS, **search)
+    folds = grouped_folds(groups, CV_FOLDS, **search) if len(groups) >= CV_FOLDS + 2 else []
     return protocol_from_json(
         {
             "corpus": corpus,

@@ -113,7 +113,7 @@ def _problems(path: Path, name: re.Match[str]) -> Iterator[str]:
     yield from unknown_code("repetition", repetition, REPETITIONS)
     if actor not in ACTORS:
         yield f"unknown actor {actor!r} (known: 01-24)"
-    elif path.parent.name != f"Actor_{actor}":
+    elif _actor(path.parent) != actor:  # compares numbers, so Actor_7 holds actor 07
         yield f"actor {actor} in the name but the file is in {path.parent.name}"
 
 

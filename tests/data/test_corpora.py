@@ -250,6 +250,16 @@ def test_ravdess_field_checks(tmp_path):
     assert "actor 02 in the name but the file is in Actor_01" in text
 
 
+def test_ravdess_unpadded_actor_folder_is_accepted(tmp_path):
+    _touch_audio(tmp_path / "Actor_7" / "03-01-05-02-01-01-07.wav")  # Actor_7 holds actor 07
+    _touch_audio(tmp_path / "Actor_12" / "03-01-03-01-02-02-12.wav")
+    corpus = load_corpus("ravdess", tmp_path, strict=False)
+    assert sorted(item.speaker for item in corpus.items) == ["07", "12"]
+    _touch_audio(tmp_path / "Actor_7" / "03-01-05-02-01-02-08.wav")  # the number still has to agree
+    with pytest.raises(CorpusError, match="actor 08 in the name but the file is in Actor_7"):
+        load_corpus("ravdess", tmp_path, strict=False)
+
+
 def test_urdu_folder_and_name_must_agree(tmp_path):
     for folder in ("Angry", "Happy", "Neutral", "Sad"):
         _touch_audio(tmp_path / folder / f"SF1_F01_{folder[0]}001.wav")

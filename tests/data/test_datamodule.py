@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -123,8 +125,8 @@ def test_round_robin_shards_are_disjoint_and_in_lockstep():
         sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True)
         sampler.set_epoch(3)
         batches = list(TrainBatchSampler(sampler, 2, False, groups, "round_robin", seed=5))
-        assert all(epoch == 3 for batch in batches for _, epoch in batch)
-        per_rank.append([[i for i, _ in batch] for batch in batches])
+        assert all(epoch == 3 for batch in batches for _, epoch, _ in batch)
+        per_rank.append([[i for i, _, _ in batch] for batch in batches])
     assert len(per_rank[0]) == len(per_rank[1]) == 6  # 3 rounds (10 items / 2 ranks / 2 per batch) x 2 corpora
     for step in range(6):  # both ranks on the same corpus at every step
         assert {i >= 10 for i in per_rank[0][step] + per_rank[1][step]} == {step % 2 == 1}
@@ -132,6 +134,24 @@ def test_round_robin_shards_are_disjoint_and_in_lockstep():
     for rank in (0, 1):
         first_pass[rank] = {i for b in per_rank[rank][0:6:2] for i in b}  # corpus 0, rounds 0-2
     assert first_pass[0].isdisjoint(first_pass[1]) and first_pass[0] | first_pass[1] == set(range(10))
+
+
+def test_round_robin_recrops_a_cycled_item(roots):
+    groups = [list(range(12)), list(range(12, 15))]  # the small corpus is cycled 4 times per epoch
+    batches = list(TrainBatchSampler(DistributedSampler(list(range(15)), 1, 0), 3, False, groups, "round_robin"))
+    small = [key for batch in batches[1::2] for key in batch]
+    assert sorted(i for i, _, _ in small) == sorted(list(range(12, 15)) * 4)
+    assert [c for _, _, c in small] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]  # the cycle is part of the key
+    dm = _dm(roots, max_duration=0.5)
+    dm.setup()
+    dataset = dm.datasets["emodb"]["train"]
+    index = next(i for i, it in enumerate(dataset.items) if sf.info(it.path).duration > 2.0)
+    crops = [dataset[(index, 0, cycle)]["waveform"] for cycle in range(4)]
+    assert len({tuple(crop[:50].tolist()) for crop in crops}) > 1  # a new window per cycle
+    assert torch.equal(dataset[(index, 0, 0)]["waveform"], dataset[(index, 0)]["waveform"])  # cycle 0 unchanged
+    again = _dm(roots, max_duration=0.5)  # deterministic: a fresh module gives the same crops
+    again.setup()
+    assert all(torch.equal(again.datasets["emodb"]["train"][(index, 0, c)]["waveform"], crops[c]) for c in range(4))
 
 
 def test_concat_uses_the_injected_distributed_sampler():
@@ -181,6 +201,16 @@ def test_configuration_errors(roots):
         _dm(roots, multi_corpus="mixed")
     with pytest.raises(ValueError, match="no root for corpus 'ravdess'"):
         SERDataModule(["ravdess"], roots={"emodb": "x"})
+
+
+def test_unknown_corpus_keys_are_errors(roots):
+    with pytest.raises(ValueError, match=r"split names unknown corpora \['emodbb'\]; the corpora are \['emodb'\]"):
+        _dm(roots, split={"emodbb": "loso"}, fold=0)  # a misspelling used to fall back to "fixed" silently
+    with pytest.raises(ValueError, match=r"roots names unknown corpora \['emovo'\]; the corpora are \['emodb'\]"):
+        SERDataModule(["emodb"], roots={"emodb": str(roots["emodb"]), "emovo": str(roots["emovo"])})
+    generic = SERDataModule(["folder:mine"], roots={"mine": "x"}, split={"folder:mine": "cv5"})
+    assert generic.roots == {"mine": "x"} and generic.splits == {"mine": "cv5"}  # entry and name both count
+    assert _dm(roots, corpora=("emodb", "emovo"), split={"emodb": "loso"}).splits == {"emodb": "loso", "emovo": "fixed"}
 
 
 def test_jsonargparse_builds_it(roots):
@@ -272,6 +302,61 @@ def test_disk_cache_shared_and_repaired(emodb_root, tmp_path, decode_counter):
     assert torch.equal(repaired.get(source[0]), reference[0])
     assert len(decode_counter) == 3 and repaired.stats["disk_repaired"] == 1
     assert AudioCache(RATE, cache_dir).get(source[0]) is not None and len(decode_counter) == 3  # rewritten
+
+
+def test_callers_cannot_alter_the_cache(tmp_path):
+    path = tmp_path / "a.wav"
+    sf.write(path, np.full(1600, 0.25, dtype=np.float32), RATE)
+    cache = AudioCache(RATE, tmp_path / "cache")
+    cache.get(path).mul_(0)  # e.g. an in-place normalisation by a caller, on the freshly decoded clip
+    again = cache.get(path)
+    assert cache.stats["memory_hits"] == 1 and float(again[0]) == pytest.approx(0.25, abs=1e-4)
+    again.mul_(0)  # ... and on a memory hit
+    assert float(cache.get(path).min()) == pytest.approx(0.25, abs=1e-4)
+    assert all(not held.flags.writeable for held in cache._memory.values())
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_disk_entries_follow_the_umask(tmp_path, umask):
+    path = tmp_path / "a.wav"
+    sf.write(path, np.full(800, 0.25, dtype=np.float32), RATE)
+    previous = os.umask(umask)
+    try:
+        AudioCache(RATE, tmp_path / "cache").get(path)
+    finally:
+        os.umask(previous)
+    (entry,) = (tmp_path / "cache").glob("*/*.npy")
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0o600: shareable
+
+
+def test_unreadable_entry_is_kept_and_decoded(tmp_path, monkeypatch, decode_counter):
+    path = tmp_path / "a.wav"
+    sf.write(path, np.full(800, 0.25, dtype=np.float32), RATE)
+    cache_dir = tmp_path / "cache"
+    AudioCache(RATE, cache_dir).get(path)
+    (entry,) = cache_dir.glob("*/*.npy")
+    stored = entry.read_bytes()
+    real_load = np.load
+
+    def denied(file, *args, **kwargs):  # what np.load raises on another user's 0o600 entry (tests may run as root)
+        if str(file) == str(entry):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_load(file, *args, **kwargs)
+
+    monkeypatch.setattr(np, "load", denied)
+    other = AudioCache(RATE, cache_dir)
+    assert float(other.get(path)[0]) == pytest.approx(0.25, abs=1e-4)
+    assert other.stats["disk_unreadable"] == 1 and other.stats["disk_repaired"] == 0 and len(decode_counter) == 2
+    assert entry.read_bytes() == stored and len(list(cache_dir.glob("*/*"))) == 1  # neither deleted nor rewritten
+
+
+def test_stat_errors_keep_their_reason(tmp_path):
+    blocker = tmp_path / "file.wav"
+    blocker.write_bytes(b"x")
+    with pytest.raises(sermodels.audio.AudioError, match="Not a directory"):
+        AudioCache(RATE).get(blocker / "inner.wav")  # a file used as a folder: not "no such file"
+    with pytest.raises(sermodels.audio.AudioError, match="no such file"):
+        AudioCache(RATE).get(tmp_path / "absent.wav")
 
 
 def test_cache_key_follows_file_changes(tmp_path, decode_counter):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,62 @@ def test_csv_over_real_files_feeds_the_datamodule(emodb_root, tmp_path):
     assert dm.label_names == {"mine": sorted({p.stem[5] for p in wavs})}
     batch = next(iter(dm.train_dataloader()))
     assert batch["waveforms"].shape[0] == 4 and batch["corpus"] == ["mine"] * 4
+
+
+def _check_stratified(parts, labels, fractions):
+    """Every class (and the whole set) is within one file of its share in every partition."""
+    counts = {label: sum(1 for value in labels.values() if value == label) for label in set(labels.values())}
+    for name, members in parts.items():
+        for label, n in counts.items():
+            held = sum(1 for member in members if labels[member] == label)
+            assert abs(held - fractions[name] * n) < 1, (name, label, held, n)
+        assert abs(len(members) - fractions[name] * len(labels)) <= 1, (name, len(members))
+
+
+def test_large_folder_without_speakers_splits_fast_and_stratified(tmp_path):
+    rng = np.random.default_rng(0)
+    sizes = {"anger": 211, "joy": 157, "neutral": 139, "sadness": 93}  # 600 files, every one its own group
+    for label, n in sizes.items():
+        for i in range(n):
+            path = tmp_path / "corpus" / label / f"{i:04d}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, rng.uniform(-0.1, 0.1, 160).astype(np.float32), 16_000)
+    corpus = load_corpus("folder", tmp_path / "corpus")
+    assert len(corpus) == 600
+    labels = {item.id: item.label for item in corpus.items}
+    start = time.perf_counter()
+    fixed = corpus.split("fixed")
+    folds = [corpus.split("cv5", k) for k in range(5)]
+    elapsed = time.perf_counter() - start
+    assert elapsed < 2.0, f"splitting 600 files took {elapsed:.1f} s"
+    ids = {part: [item.id for item in items] for part, items in fixed.items()}
+    assert sorted(i for part in PARTITIONS for i in ids[part]) == sorted(labels)  # complete, each file once
+    _check_stratified(ids, labels, {"train": 0.7, "dev": 0.1, "test": 0.2})
+    assert [len(ids[p]) for p in PARTITIONS] == [420, 60, 120]
+    tested = [item.id for fold in folds for item in fold["test"]]
+    assert sorted(tested) == sorted(labels)  # every file tested exactly once
+    _check_stratified(
+        {f"fold{k}": [it.id for it in f["test"]] for k, f in enumerate(folds)},
+        labels,
+        {f"fold{k}": 0.2 for k in range(5)},
+    )
+    for fold in folds:
+        members = [{it.id for it in fold[part]} for part in PARTITIONS]
+        assert sum(map(len, members)) == 600 and not (members[0] & members[1] or members[0] & members[2])
+        assert not members[1] & members[2] and abs(len(members[1]) - 60) <= 1
+    again = load_corpus("folder", tmp_path / "corpus")  # deterministic: a fresh load gives the same protocol
+    assert again.protocol.to_json() == corpus.protocol.to_json()
+
+
+def test_protocol_is_computed_once_per_corpus(tmp_path, monkeypatch):
+    import sermodels.data.folder as folder
+
+    for label in ("a", "b"):
+        for i in range(5):
+            _audio(tmp_path / label / f"{i}.wav", seconds=0.01)
+    calls = []
+    real = folder._computed_protocol
+    monkeypatch.setattr(folder, "_computed_protocol", lambda *args: calls.append(1) or real(*args))
+    corpus = load_corpus("folder", tmp_path)
+    corpus.split("fixed"), corpus.split("cv5", 1), corpus.folds("cv5"), corpus.info(), corpus.split_names()
+    assert len(calls) == 1 and corpus.protocol is corpus.protocol

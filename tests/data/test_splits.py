@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from importlib import resources
 
 import pytest
@@ -139,3 +140,35 @@ def test_grouped_partition_is_deterministic_and_near_target():
         assert sorted(fold["train"] + fold["dev"] + fold["test"]) == sorted(groups)
     with pytest.raises(ValueError, match="2 speakers cannot fill 3"):
         grouped_partition({"a": {"x": 1}, "b": {"x": 1}})
+
+
+def test_grouped_search_work_is_bounded():
+    groups = {f"s{i}": {"a": 1 + i % 3, "b": (i * 5) % 4, "c": 1 + (i * 7) % 2} for i in range(400)}
+    start = time.perf_counter()
+    bounded = grouped_partition(groups, seed=0, trials=200, max_work=20_000)
+    assert time.perf_counter() - start < 2.0  # unbounded: minutes (pairwise swaps over 400 groups, 200 orders)
+    assert bounded == grouped_partition(groups, seed=0, trials=200, max_work=20_000)  # deterministic
+    assert sorted(s for members in bounded.values() for s in members) == sorted(groups)
+    total = sum(sum(c.values()) for c in groups.values())
+    for part, fraction in FIXED_FRACTIONS.items():
+        files = sum(sum(groups[s].values()) for s in bounded[part])
+        assert abs(files / total - fraction) < 0.01, (part, files / total)
+    greedy_only = grouped_partition(groups, seed=0, trials=200, max_work=0)  # the first order's greedy fill
+    assert sorted(s for members in greedy_only.values() for s in members) == sorted(groups)
+
+
+def test_single_file_groups_are_stratified_by_class():
+    labels = {f"f{i}": "abc"[i % 3] if i < 90 else "d" for i in range(103)}
+    groups = {name: {label: 1} for name, label in labels.items()}
+    start = time.perf_counter()
+    parts = grouped_partition(groups)
+    assert time.perf_counter() - start < 0.5
+    assert sorted(s for members in parts.values() for s in members) == sorted(groups)
+    for part, fraction in FIXED_FRACTIONS.items():
+        assert abs(len(parts[part]) - fraction * 103) <= 1
+        for label in "abcd":
+            n = sum(1 for value in labels.values() if value == label)
+            assert abs(sum(1 for s in parts[part] if labels[s] == label) - fraction * n) < 1
+    assert parts == grouped_partition(groups) and parts != grouped_partition(groups, seed=1)
+    tiny = grouped_partition({"x": {"a": 1}, "y": {"b": 1}, "z": {"c": 1}})  # stratifying would leave dev empty
+    assert all(len(members) == 1 for members in tiny.values())

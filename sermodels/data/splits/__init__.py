@@ -31,6 +31,7 @@ The protocols (EMO-DB, RAVDESS and EMOVO by hand, URDU by :func:`urdu_protocol`)
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,10 @@ SEARCH_SEED = 0
 SEARCH_TRIALS = 200
 #: Pairwise swaps are tried only up to this many groups (their cost grows with the square).
 SWAP_LIMIT = 300
+#: Default bound on the local search's work per :func:`grouped_partition` call, in candidate moves/swaps evaluated
+#: over all trials. URDU needs at most ~0.3 M (so its stored protocol is exactly what an unbounded search gives);
+#: callers splitting large corpora at load time pass a smaller bound (``sermodels.data.folder``).
+SEARCH_WORK = 1_000_000
 URDU_FOLDS = 5
 
 # speaker -> class -> number of files
@@ -164,6 +169,7 @@ def grouped_partition(
     *,
     seed: int = SEARCH_SEED,
     trials: int = SEARCH_TRIALS,
+    max_work: int | None = SEARCH_WORK,
 ) -> dict[str, list[str]]:
     """Assign whole groups (speakers) to partitions so that each class's files follow ``fractions``.
 
@@ -175,12 +181,21 @@ def grouped_partition(
     if any); then improve by local search — move one group
     to another partition, or (up to :data:`SWAP_LIMIT` groups) swap two groups of different partitions, taking the
     first strictly improving change in index order until none is left. Keep the best result (the earliest on ties).
+    ``max_work`` bounds the candidate changes evaluated over all trials (``None``: unbounded); once it is spent the
+    current trial stops where it is and no further trial starts, so the cost stays bounded for hundreds of groups.
+
+    When every group is a single file (a corpus without speakers), the search is skipped: each class is split
+    directly by :func:`_stratified_files` (deterministic in ``seed``, every class within one file of its target).
     Returns partition -> group ids in natural order (``SM2`` before ``SM10``).
     """
     names = list(fractions)
     if len(groups) < len(names):
         raise ValueError(f"{len(groups)} speakers cannot fill {len(names)} speaker-disjoint partitions")
     ids = sorted(groups, key=_natural)
+    if all(sum(groups[g].values()) == 1 for g in ids):
+        stratified = _stratified_files(ids, groups, names, [fractions[name] for name in names], seed)
+        if stratified is not None:
+            return stratified
     classes = sorted({c for counts in groups.values() for c in counts})
     # One column per class plus one for the group's total, so partition sizes are held to target as well.
     vectors = [[groups[g].get(c, 0) for c in classes] + [sum(groups[g].values())] for g in ids]
@@ -189,14 +204,17 @@ def grouped_partition(
     rng = random.Random(seed)
     order = list(range(len(ids)))
     best: tuple[float, list[int]] | None = None
+    budget = [float("inf") if max_work is None else max(0, int(max_work))]  # work left, spent by _local_search
     for _ in range(trials):
         rng.shuffle(order)
         assignment = _greedy_fill(order, vectors, [fractions[name] for name in names])
         if len(set(assignment)) < len(names):
             continue
-        score = _local_search(assignment, vectors, targets)
+        score = _local_search(assignment, vectors, targets, budget)
         if best is None or score < best[0] - 1e-9:
             best = (score, assignment)
+        if budget[0] <= 0:
+            break
     if best is None:
         raise ValueError("no assignment leaves every partition non-empty; too few speakers")
     return {name: [ids[g] for g, p in enumerate(best[1]) if p == index] for index, name in enumerate(names)}
@@ -209,22 +227,28 @@ def grouped_folds(
     dev_fraction: float = FIXED_FRACTIONS["dev"],
     seed: int = SEARCH_SEED,
     trials: int = SEARCH_TRIALS,
+    max_work: int | None = SEARCH_WORK,
 ) -> list[dict[str, list[str]]]:
     """``k`` speaker-grouped folds, each with a development set carved from its training speakers.
 
     The test groups come from :func:`grouped_partition` with ``k`` equal fractions (folds ordered by their smallest
     speaker id); each fold's dev speakers come from :func:`grouped_partition` over the remaining speakers with
-    ``dev_fraction`` of all files (i.e. ``dev_fraction / (1 − 1/k)`` of the rest), same seed.
+    ``dev_fraction`` of all files (i.e. ``dev_fraction / (1 − 1/k)`` of the rest), same seed; ``max_work`` applies
+    to each of these ``k + 1`` searches.
     """
     if k < 2:
         raise ValueError(f"need at least 2 folds, got {k}")
-    tests = grouped_partition(groups, {f"fold{i}": 1.0 / k for i in range(k)}, seed=seed, trials=trials)
+    tests = grouped_partition(
+        groups, {f"fold{i}": 1.0 / k for i in range(k)}, seed=seed, trials=trials, max_work=max_work
+    )
     test_groups = sorted(tests.values(), key=lambda members: _natural(members[0]))
     relative_dev = dev_fraction / (1.0 - 1.0 / k)
     folds = []
     for test in test_groups:
         rest = {name: counts for name, counts in groups.items() if name not in test}
-        inner = grouped_partition(rest, {"train": 1.0 - relative_dev, "dev": relative_dev}, seed=seed, trials=trials)
+        inner = grouped_partition(
+            rest, {"train": 1.0 - relative_dev, "dev": relative_dev}, seed=seed, trials=trials, max_work=max_work
+        )
         folds.append({"train": inner["train"], "dev": inner["dev"], "test": list(test)})
     return folds
 
@@ -244,8 +268,56 @@ def _greedy_fill(order: Sequence[int], vectors: Sequence[Sequence[int]], fractio
     return assignment
 
 
-def _local_search(assignment: list[int], vectors: Sequence[Sequence[int]], targets: Sequence[Sequence[float]]) -> float:
-    """Improve ``assignment`` in place by single moves and pairwise swaps; return its final score."""
+def _stratified_files(
+    ids: Sequence[str], groups: GroupCounts, names: Sequence[str], fractions: Sequence[float], seed: int
+) -> dict[str, list[str]] | None:
+    """Split single-file groups class by class; ``None`` if that would leave a partition empty.
+
+    Each class's files (natural order, then shuffled with ``random.Random(seed)``, classes in sorted order) are cut
+    into consecutive runs of ``⌊fraction × n_class⌋`` files, and the class's leftover files go one each to the
+    partitions with the largest remainder, less what the classes before have already given a partition beyond its
+    share of the files, so the partition sizes stay within about one file of their targets as well.
+    """
+    scale = sum(fractions)
+    shares = [fraction / scale for fraction in fractions]
+    by_class: dict[str, list[str]] = {}
+    for group in ids:
+        (label,) = groups[group]
+        by_class.setdefault(label, []).append(group)
+    rng = random.Random(seed)
+    parts: list[list[str]] = [[] for _ in names]
+    placed = 0
+    for label in sorted(by_class):
+        members = list(by_class[label])
+        rng.shuffle(members)
+        quotas = [share * len(members) for share in shares]
+        counts = [math.floor(quota + 1e-9) for quota in quotas]
+        surplus = [len(parts[p]) - shares[p] * placed for p in range(len(names))]
+        ranked = sorted(range(len(names)), key=lambda p: (-(quotas[p] - counts[p] - surplus[p]), p))
+        for p in ranked[: len(members) - sum(counts)]:
+            counts[p] += 1
+        start = 0
+        for p, count in enumerate(counts):
+            parts[p].extend(members[start : start + count])
+            start += count
+        placed += len(members)
+    if not all(parts):
+        return None
+    return {name: sorted(parts[p], key=_natural) for p, name in enumerate(names)}
+
+
+def _local_search(
+    assignment: list[int],
+    vectors: Sequence[Sequence[int]],
+    targets: Sequence[Sequence[float]],
+    budget: list[float] | None = None,
+) -> float:
+    """Improve ``assignment`` in place by single moves and pairwise swaps; return its final score.
+
+    ``budget`` (a one-element list, shared across calls) is decreased by one per candidate evaluated; the search
+    stops, keeping what it has, when it reaches zero.
+    """
+    budget = budget if budget is not None else [float("inf")]
     parts = len(targets)
     sums = [[0] * len(targets[0]) for _ in range(parts)]
     sizes = [0] * parts
@@ -262,7 +334,7 @@ def _local_search(assignment: list[int], vectors: Sequence[Sequence[int]], targe
     zero = [0] * len(targets[0])
     costs = [cost(p, sums[p]) for p in range(parts)]
     improved = True
-    while improved:
+    while improved and budget[0] > 0:
         improved = False
         for g, vector in enumerate(vectors):
             p = assignment[g]
@@ -271,6 +343,7 @@ def _local_search(assignment: list[int], vectors: Sequence[Sequence[int]], targe
             for q in range(parts):
                 if q == p:
                     continue
+                budget[0] -= 1
                 new_p, new_q = shifted(sums[p], zero, vector), shifted(sums[q], vector, zero)
                 cost_p, cost_q = cost(p, new_p), cost(q, new_q)
                 if cost_p + cost_q < costs[p] + costs[q] - 1e-9:
@@ -278,15 +351,16 @@ def _local_search(assignment: list[int], vectors: Sequence[Sequence[int]], targe
                     sizes[p], sizes[q] = sizes[p] - 1, sizes[q] + 1
                     assignment[g], improved = q, True
                     break
-            if improved:
+            if improved or budget[0] <= 0:
                 break
-        if improved or len(vectors) > SWAP_LIMIT:
+        if improved or budget[0] <= 0 or len(vectors) > SWAP_LIMIT:
             continue
         for g in range(len(vectors)):
             for h in range(g + 1, len(vectors)):
                 p, q = assignment[g], assignment[h]
                 if p == q:
                     continue
+                budget[0] -= 1
                 new_p = shifted(sums[p], vectors[h], vectors[g])
                 new_q = shifted(sums[q], vectors[g], vectors[h])
                 cost_p, cost_q = cost(p, new_p), cost(q, new_q)
@@ -294,7 +368,9 @@ def _local_search(assignment: list[int], vectors: Sequence[Sequence[int]], targe
                     sums[p], sums[q], costs[p], costs[q] = new_p, new_q, cost_p, cost_q
                     assignment[g], assignment[h], improved = q, p, True
                     break
-            if improved:
+                if budget[0] <= 0:
+                    break
+            if improved or budget[0] <= 0:
                 break
     return sum(costs)
 
