@@ -305,6 +305,17 @@ def _plain_state_dict(model: SERModel) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """A JSON file that must hold an object (config.json, metrics.json, the index); errors name the file."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(value).__name__}")
+    return value
+
+
 def read_config(folder: str | Path) -> dict[str, Any]:
     """The validated config.json of a checkpoint folder."""
     path = Path(folder) / CONFIG_NAME
@@ -312,12 +323,7 @@ def read_config(folder: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint folder {folder} does not exist")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint folder {folder} has no {CONFIG_NAME}")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}")
+    config = read_json_object(path)
     missing = [k for k in ("architecture", "model_args", "format_version") if k not in config]
     if missing:
         raise ValueError(f"{path} lacks {missing}: not a sermodels checkpoint")

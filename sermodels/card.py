@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from sermodels._registry import CARD_NAME, METRICS_NAME, read_config
+from sermodels._registry import CARD_NAME, METRICS_NAME, read_config, read_json_object
 
 # Licence texts -> Hugging Face Hub licence ids, after lower-casing and turning spaces/underscores into '-'.
 HUB_LICENCES = {
@@ -54,14 +54,7 @@ def write_model_card(folder: str | Path, model_id: str | None = None) -> Path:
     folder = Path(folder)
     config = read_config(folder)
     metrics_path = folder / METRICS_NAME
-    metrics = None
-    if metrics_path.is_file():
-        try:
-            metrics = json.loads(metrics_path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{metrics_path} is not valid JSON: {err}") from None
-        if not isinstance(metrics, dict):
-            raise ValueError(f"{metrics_path} must hold a JSON object, got {type(metrics).__name__}")
+    metrics = read_json_object(metrics_path) if metrics_path.is_file() else None
     text = render_model_card(config, metrics, model_id or config.get("id") or folder.name)
     path = folder / CARD_NAME
     path.write_text(text)

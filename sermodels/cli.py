@@ -162,7 +162,8 @@ def _evaluate(args) -> int:
     corpus = load_corpus(args.corpus, args.root)
     model_name = Path(args.model).name if Path(args.model).is_dir() else args.model
     if args.split not in ("train", "dev", "test"):
-        report = loso_report([_evaluate_fold(args, corpus, train, test) for train, test in corpus.folds(args.split)])
+        refit = _fold_refitter(args, corpus)
+        report = loso_report([_evaluate_fold(args, refit(train), test) for train, test in corpus.folds(args.split)])
     else:
         model = sermodels.load(args.model, revision=args.revision, device=args.device)
         report = evaluate_items(
@@ -190,10 +191,11 @@ def _evaluate(args) -> int:
     return 0
 
 
-def _evaluate_fold(args, corpus, train, test) -> dict:
-    """LOSO: the model's architecture is refitted on the fold's training speakers, then scored on the held-out one."""
+def _fold_refitter(args, corpus):
+    """Fold schemes refit the model's architecture on each fold's training speakers. The utterance features of the
+    whole corpus are computed once, with the checkpoint's own front-end, and each fold takes its rows."""
     import sermodels
-    from sermodels.evaluation import evaluate_items
+    from sermodels.tasks.svm import extract_features
     from sermodels.tasks.svm_release import fit_on_items
 
     config = sermodels.hub.read_config(args.model, revision=args.revision)
@@ -202,7 +204,21 @@ def _evaluate_fold(args, corpus, train, test) -> dict:
             f"--split {args.split} refits the model per fold; {config['architecture']} has no refit recipe"
         )
     model_args = config["model_args"]
-    model = fit_on_items(train, model_args["sample_rate"], frontend=model_args.get("frontend"), head=model_args["head"])
+    rate, frontend = model_args["sample_rate"], model_args.get("frontend")
+    features = extract_features([it.path for it in corpus.items], sample_rate=rate, frontend=frontend)
+    row = {it.path: i for i, it in enumerate(corpus.items)}
+
+    def refit(train):
+        rows = [row[it.path] for it in train]
+        return fit_on_items(train, rate, frontend=frontend, features=features[rows], head=model_args["head"])
+
+    return refit
+
+
+def _evaluate_fold(args, model, test) -> dict:
+    """Score a refitted model end to end (from the audio files) on the fold's held-out speakers."""
+    from sermodels.evaluation import evaluate_items
+
     return evaluate_items(
         model,
         test,
@@ -215,13 +231,14 @@ def _evaluate_fold(args, corpus, train, test) -> dict:
 
 
 def _merge_metrics(path: Path, key: str, report: dict) -> None:
+    from sermodels._registry import read_json_object
+    from sermodels.inference import atomic_write_text
+
     keep = ("uar", "war", "macro_f1", "n", "fold_uar_mean", "fold_uar_std", "folds_n")
-    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    metrics = read_json_object(path) if path.is_file() else {}
     metrics[key] = {k: report[k] for k in keep if k in report}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     print(f"updated {path} [{key}]")
 
 
@@ -260,18 +277,17 @@ def _hub_push(args) -> int:
 
 
 def _hub_index(args) -> int:
-    from sermodels._registry import DEFAULT_KEY, checkpoints_dir, index_path
+    from sermodels._registry import DEFAULT_KEY, checkpoints_dir, index_path, read_json_object
     from sermodels.hub import index_entry
+    from sermodels.inference import atomic_write_text
 
     folder = checkpoints_dir() / args.model
     path = index_path()
-    index = json.loads(path.read_text()) if path.is_file() else {}
+    index = read_json_object(path) if path.is_file() else {}
     index[args.model] = index_entry(folder, args.repo_id, args.revision)
     if args.default:
         index[DEFAULT_KEY] = args.model
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(index, indent=2, sort_keys=True) + "\n")
     where = f"{args.repo_id}@{args.revision}" if args.revision else f"{args.repo_id} (not published yet)"
     print(f"pinned {args.model} -> {where} in {path}")
     return 0

@@ -14,6 +14,12 @@ REPO = Path(__file__).resolve().parents[1]
 CLIPS = REPO / "sermodels" / "assets" / "clips"
 
 
+def _evaluate(root: Path, split: str, report: Path, *extra: str) -> int:
+    """`sermodels evaluate` of the released baseline on EMO-DB."""
+    args = ["evaluate", "--model", "logmel_svm.emodb", "--corpus", "emodb", "--root", str(root), "--no-progress"]
+    return main([*args, "--split", split, "--out", str(report), *extra])
+
+
 def test_predict_reports_and_skips_bad_files(tmp_path, capsys):
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
@@ -58,24 +64,7 @@ def test_predict_all_good_exits_zero_json(tmp_path):
 def test_evaluate_writes_report_png_and_metrics(tmp_path, emodb_root):
     report = tmp_path / "r.json"
     metrics = tmp_path / "metrics.json"
-    code = main(
-        [
-            "evaluate",
-            "--model",
-            "logmel_svm.emodb",
-            "--corpus",
-            "emodb",
-            "--root",
-            str(emodb_root),
-            "--split",
-            "test",
-            "--out",
-            str(report),
-            "--metrics",
-            str(metrics),
-        ]
-    )
-    assert code == 0
+    assert _evaluate(emodb_root, "test", report, "--metrics", str(metrics)) == 0
     data = json.loads(report.read_text())
     assert data["n"] == 107 and 0.0 <= data["uar"] <= 1.0
     assert report.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -102,24 +91,7 @@ def test_unknown_model_is_a_clear_error(capsys):
 def test_evaluate_loso_refits_per_speaker_and_matches_the_benchmark(tmp_path, emodb_root):
     """`--split loso` refits the recipe on nine speakers per fold; pooled UAR agrees with benchmarks/baselines.py."""
     report = tmp_path / "loso.json"
-    assert (
-        main(
-            [
-                "evaluate",
-                "--model",
-                "logmel_svm.emodb",
-                "--corpus",
-                "emodb",
-                "--root",
-                str(emodb_root),
-                "--split",
-                "loso",
-                "--out",
-                str(report),
-            ]
-        )
-        == 0
-    )
+    assert _evaluate(emodb_root, "loso", report) == 0
     data = json.loads(report.read_text())
     assert data["n"] == 535 and data["folds_n"] == 10
     bench = REPO / "benchmarks" / "results" / "baselines.json"
@@ -142,7 +114,6 @@ def test_unwritable_output_is_exit_2_not_a_traceback(tmp_path, capsys):
 
 def test_report_keeps_the_model_description(tmp_path, emodb_root):
     report = tmp_path / "r.json"
-    args = ["evaluate", "--model", "logmel_svm.emodb", "--corpus", "emodb", "--root", str(emodb_root)]
-    assert main([*args, "--split", "dev", "--out", str(report), "--no-progress"]) == 0
+    assert _evaluate(emodb_root, "dev", report) == 0
     model = json.loads(report.read_text())["model"]
     assert model["id"] == "logmel_svm.emodb" and model["arch"] == "logmel_svm"

@@ -60,12 +60,19 @@ def fit_on_items(
     sample_rate: int = 16000,
     *,
     frontend: dict[str, Any] | None = None,
+    features: np.ndarray | None = None,
     cache_dir=None,
     head: str = "default",
 ) -> LogMelSVM:
-    """A linear logmel SVM for ``train_items`` alone: C by speaker-grouped CV, refit on all (used for LOSO)."""
-    paths = [it.path for it in train_items]
-    feats = extract_features(paths, "logmel600", sample_rate=sample_rate, frontend=frontend, cache_dir=cache_dir)
+    """A linear logmel SVM for ``train_items`` alone: C by speaker-grouped CV, refit on all (used for LOSO).
+
+    ``features`` (one row per item, computed with the same ``frontend``) spares the extraction, so that folds of
+    one corpus share a single pass over its audio.
+    """
+    if features is None:
+        paths = [it.path for it in train_items]
+        features = extract_features(paths, "logmel600", sample_rate=sample_rate, frontend=frontend, cache_dir=cache_dir)
+    feats = features
     y = np.array([it.label for it in train_items])
     groups = np.array([it.speaker for it in train_items])
     params, scores = select_by_group_cv("linear", feats, y, groups)
