@@ -3,8 +3,10 @@
 sermodels corpora                                   supported corpora
 sermodels models                                    architectures and pretrained ids
 sermodels predict --model ID PATH... [--out F]      emotions of files or folders
+                  [--attention OUT.png|DIR]         + EmoNet attention maps (sermodels/plots.py)
 sermodels evaluate --model ID --corpus NAME --root DIR [--split test|dev|loso|cv6|cv5]
 sermodels fit-svm --config RECIPE.yaml [key=value ...]
+sermodels finetune --from ID --data DIR_OR_CSV --out DIR [--regime adapters|head|full]   EmoNet on your corpus
 sermodels card ID_OR_FOLDER                         (re)generate a model card
 sermodels hub push ID_OR_FOLDER --repo-id ORG/NAME  upload a checkpoint folder
 sermodels hub index ID --repo-id ORG/NAME [--revision SHA] [--default]   pin it in the pretrained index
@@ -20,6 +22,15 @@ from pathlib import Path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        # LightningCLI parses the recipe and its overrides itself (``sermodels train --help`` lists them all).
+        from sermodels.tasks.emonet_train import train
+
+        folder = train(argv[1:])
+        if folder is not None:
+            print(f"wrote {folder}", file=sys.stderr)
+        return 0
     parser = _parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
@@ -37,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sermodels", description="Speech emotion recognition model zoo")
     sub = parser.add_subparsers(dest="command")
 
+    sub.add_parser("train", help="train an EmoNet recipe: sermodels train --config recipes/emonet/<recipe>.yaml")
     p = sub.add_parser("corpora", help="list the supported corpora")
     p.set_defaults(run=_corpora)
 
@@ -48,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--out", help="write rows to FILE.csv or FILE.json (default: CSV on stdout)")
     p.add_argument("--chunk-seconds", type=float, default=None, help="classify longer files in windows of this size")
+    p.add_argument(
+        "--attention",
+        metavar="OUT",
+        help="also draw each file's attention map over its log-mel spectrogram (EmoNet models): OUT.png for a "
+        "single input file, else a folder receiving <file stem>.png per input (sub-folders of folder inputs kept)",
+    )
     p.set_defaults(run=_predict)
 
     p = sub.add_parser("evaluate", help="evaluate a model on a corpus partition and write a JSON report")
@@ -63,12 +81,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report JSON (default: reports/<model>-<corpus>-<split>.json)")
     p.add_argument("--png", help="confusion-matrix PNG (default: next to the report)")
     p.add_argument("--metrics", help="also merge the headline metrics into this metrics.json")
+    p.add_argument(
+        "--label-space",
+        choices=("categories", "arousal", "valence", "binary_valence"),
+        default=None,
+        help="map the corpus's categories into this space (EmoNet Table 2); default: the head's own space when the "
+        "head is named arousal/valence/binary_valence, else categories",
+    )
     p.set_defaults(run=_evaluate)
 
     p = sub.add_parser("fit-svm", help="fit a baseline recipe and write its checkpoint folder")
     p.add_argument("--config", required=True, help="recipe YAML (recipes/baselines/*.yaml)")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the recipe")
     p.set_defaults(run=_fit_svm)
+
+    _finetune_parser(sub)
 
     p = sub.add_parser("card", help="generate README.md of a checkpoint folder from config.json and metrics.json")
     p.add_argument("model")
@@ -130,7 +157,14 @@ def _predict(args) -> int:
 
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise ValueError(f"{args.out}: unsupported output format; use a .csv or .json file")
+    maps = None
+    if args.attention:
+        from sermodels import plots
+
+        maps = plots.attention_targets(args.paths, args.attention)
     model = sermodels.load(args.model, revision=args.revision, device=args.device)
+    if maps is not None:
+        plots.check_has_attention(model)
     # With --out the engine writes atomic snapshots while it runs and on interruption, so finished work is kept.
     result = predict_files(
         model,
@@ -146,12 +180,17 @@ def _predict(args) -> int:
         print(f"wrote {len(result.rows)} predictions to {args.out}", file=sys.stderr)
     else:
         write_predictions(result, sys.stdout)
+    not_drawn = [] if maps is None else plots.write_attention_maps(model, maps, result.paths, head=args.head)
     for path, reason in result.failures:
         print(f"skipped {reason}" if str(path) in reason else f"skipped {path}: {reason}", file=sys.stderr)
+    for path, reason in not_drawn:
+        print(f"no attention map for {path}: {reason}", file=sys.stderr)
+    if maps is not None:
+        print(f"wrote {len(result.rows) - len(not_drawn)} attention maps to {args.attention}", file=sys.stderr)
     if result.failures:
         print(f"{len(result.failures)} of {len(result.failures) + len(result.rows)} inputs failed", file=sys.stderr)
         return 1
-    return 0
+    return 1 if not_drawn else 0
 
 
 def _evaluate(args) -> int:
@@ -166,10 +205,12 @@ def _evaluate(args) -> int:
         report = loso_report([_evaluate_fold(args, refit(train), test) for train, test in corpus.folds(args.split)])
     else:
         model = sermodels.load(args.model, revision=args.revision, device=args.device)
+        head, label_map = _evaluation_head(model, args)
         report = evaluate_items(
             model,
             corpus.split("fixed")[args.split],
-            head=args.head,
+            head=head,
+            label_map=label_map,
             batch_size=args.batch_size,
             corpus=args.corpus,
             split=args.split,
@@ -189,6 +230,20 @@ def _evaluate(args) -> int:
     if args.metrics:
         _merge_metrics(Path(args.metrics), f"{args.corpus}/{args.split}", report)
     return 0
+
+
+def _evaluation_head(model, args):
+    """The head to score (``--head``; else the head named after the corpus, as multi-corpus models have one per
+    corpus; else the default) and the label map into its space (``--label-space``, else the head's name when it
+    names an arousal/valence space)."""
+    from sermodels import labels as label_maps
+
+    head = args.head or (args.corpus if args.corpus in model.heads else model.default_head)
+    head = model.resolve_head(head)
+    space = args.label_space or (head if head in label_maps.LABEL_SPACES and head != "categories" else "categories")
+    if space == "categories":
+        return head, None
+    return head, lambda label: label_maps.map_label(label, space)
 
 
 def _fold_refitter(args, corpus):
@@ -251,6 +306,64 @@ def _fit_svm(args) -> int:
     out = release(recipe)
     write_model_card(out)
     print(f"wrote {out}")
+    return 0
+
+
+def _finetune_parser(sub) -> None:
+    from sermodels.tasks import emonet_finetune as ft  # light: Lightning is imported when the command runs
+
+    p = sub.add_parser("finetune", help="fine-tune a pretrained EmoNet on your own class folders or CSV/TSV table")
+    p.add_argument("--from", dest="base", required=True, help="pretrained EmoNet id or checkpoint folder")
+    p.add_argument("--data", required=True, help="folder with one sub-folder per class, or a CSV/TSV table")
+    p.add_argument("--out", required=True, help="checkpoint folder to write")
+    p.add_argument("--regime", choices=ft.REGIMES, default="adapters", help="what is trained (default: adapters)")
+    p.add_argument("--epochs", type=int, default=ft.DEFAULT_EPOCHS, help=f"default: {ft.DEFAULT_EPOCHS}")
+    p.add_argument("--batch-size", type=int, default=ft.DEFAULT_BATCH_SIZE, help=f"default: {ft.DEFAULT_BATCH_SIZE}")
+    p.add_argument(
+        "--max-duration",
+        type=float,
+        default=ft.DEFAULT_MAX_DURATION,
+        help=f"training crop in seconds (default: {ft.DEFAULT_MAX_DURATION:g})",
+    )
+    p.add_argument("--lr", type=float, default=None, help="default: 0.1 (adapters), 0.01 (head, full)")
+    p.add_argument("--patience", type=int, default=None, help="plateau epochs before lr x0.1 (default: epochs/4)")
+    p.add_argument("--name", default=None, help="name of the new head (default: the data folder's name)")
+    p.add_argument("--like", default=None, help="base head to start BN/adapters from (default: its default head)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=ft.PRECISIONS, default="32")
+    p.add_argument("--devices", default="1", help="Lightning devices: a count, 'auto' or a list like 0,1")
+    p.add_argument("--accelerator", default="auto", help="cpu, gpu, ... (default: auto)")
+    p.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
+    p.add_argument("--cache-dir", default=None, help="folder for the decoded-audio cache (default: memory only)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(run=_finetune)
+
+
+def _finetune(args) -> int:
+    from sermodels.tasks.emonet_finetune import finetune, summary
+
+    folder = finetune(
+        args.base,
+        args.data,
+        args.out,
+        regime=args.regime,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_duration=args.max_duration,
+        lr=args.lr,
+        patience=args.patience,
+        name=args.name,
+        like=args.like,
+        seed=args.seed,
+        precision=args.precision,
+        devices=int(args.devices) if args.devices.isdigit() else args.devices,
+        accelerator=args.accelerator,
+        num_workers=args.num_workers,
+        cache_dir=args.cache_dir,
+        progress=not args.no_progress,
+    )
+    if folder is not None:  # None on the other ranks of a multi-device run
+        print(summary(folder))
     return 0
 
 

@@ -47,6 +47,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import BatchSampler, ConcatDataset, DataLoader, Dataset, Sampler
 
 from sermodels import labels as label_maps
@@ -570,11 +571,15 @@ class SERDataModule(L.LightningDataModule):
 
     def _eval_loaders(self, part: str) -> DataLoader | list[DataLoader]:
         self._require_setup()
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         loaders = [
             DataLoader(
                 self.datasets[name][part],
                 batch_size=self.batch_size,
                 shuffle=False,
+                # Under DDP each rank scores a disjoint, unpadded shard: Lightning's default sampler would repeat clips
+                # to even out the shards and count them twice in a gathered dev UAR.
+                sampler=UnrepeatedDistributedSampler(self.datasets[name][part], shuffle=False) if distributed else None,
                 num_workers=self.num_workers,
                 collate_fn=pad_collate,
                 persistent_workers=self.num_workers > 0,  # keeps each worker's in-memory cache across epochs

@@ -1,0 +1,418 @@
+"""EmoNet: a Wide-ResNet on log-mel spectrograms with parallel residual adapters and 2D self-attention pooling.
+
+Provenance: Gerczuk, Amiriparian, Ottl, Schuller, "EmoNet: A Transfer Learning Framework for Multi-Corpus Speech
+Emotion Recognition", IEEE Trans. Affective Computing.
+
+- §5.1: 64-band log-mel spectrograms; segments are at most 5 s long (the random training crop lives in
+  :class:`sermodels.data.SERDataModule`, ``max_duration=5``).
+- §5.2 / Fig. 5: a Wide-ResNet: 3×3 stem convolution with 32 filters, three stacks of two residual blocks with 64,
+  128 and 256 filters. The first block of a stack halves the resolution with a stride-2 3×3 convolution; its
+  shortcut is a 2×2 average pooling of the block input, zero-padded along the channels. Final BN + ReLU.
+- §5.2 / Fig. 6: parallel residual adapters (Rebuffi et al., NeurIPS 2017): every 3×3 convolution of the shared
+  network has a domain-specific 1×1 convolution with the same stride and filters in parallel; the sum feeds a
+  domain-specific BN. All BN layers are domain-specific.
+- §5.2, Eq. (1)–(4): 2D self-attention over the (frequency × time) positions of the last feature map,
+  ``e_i = uᵀ tanh(W x_i + b)``, ``α = softmax(λ e)`` with λ = 0.3, output ``Σ α_i x_i`` (256-d). It is shared by all
+  domains (§7.2.2: sharing it costs little, so the multi-domain model shares it).
+- §5.2: per domain a classifier head: fully connected layer → BN → dropout → softmax layer.
+
+A *domain* is a corpus (multi-corpus training, §6.1) or an aggregated label space (``arousal``/``valence``, §6.2);
+each domain owns its adapters, its BN layers and its head, and the head of a domain carries the domain's name.
+
+Departures, all documented:
+
+- Padded frames of a zero-padded batch receive no attention weight: the softmax is masked to each clip's valid
+  positions, every feature map is zeroed beyond the valid frames after each block, and each clip of a batch is
+  continued past its end by reflection before the STFT (as the centred STFT pads a clip that is alone), so that in
+  evaluation mode a clip scores the same alone as inside a padded batch. The paper pads to the longest sample
+  without masking. (In training mode the BN batch statistics still include the padded positions.)
+- The log-mel input is standardised per utterance (mean and standard deviation over its valid time-frequency bins);
+  the paper does not say how its spectrograms were scaled.
+- The head's FC layer is followed by ReLU (the paper lists FC, BN and dropout without naming an activation); its
+  width (128) and the dropout rate (0.3) are not given in the paper.
+- A parallel 1×1 adapter is linear in the same input as the 3×3 convolution it accompanies, so the two are computed
+  as one 3×3 convolution whose centre tap is ``W[:, :, 1, 1] + A``: the same function and the same gradients for
+  both weights, one convolution instead of two.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sermodels._registry import register_model
+from sermodels.features import AmplitudeToDB, MelSpectrogram
+from sermodels.models.base import SERModel, valid_lengths
+
+#: §5.1: 512-point FFT, hop 256, 64 mel bands at 16 kHz.
+DEFAULT_FRONTEND: dict[str, Any] = {"n_fft": 512, "hop_length": 256, "n_mels": 64}
+#: Shortest clip the network accepts: one STFT frame gives a 64 × 1 input, enough for every layer.
+MIN_DURATION_S = 0.05
+_DOMAIN_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+def check_domain_name(name: str) -> str:
+    if not isinstance(name, str) or not _DOMAIN_NAME.match(name):
+        raise ValueError(f"domain/head names use letters, digits, '_' and '-' only, got {name!r}")
+    return name
+
+
+def time_mask(valid: torch.Tensor, width: int) -> torch.Tensor:
+    """``(B, 1, 1, width)`` float mask: 1 on the first ``valid[b]`` time steps of row ``b``."""
+    steps = torch.arange(width, device=valid.device)
+    return (steps[None, :] < valid[:, None]).to(torch.float32)[:, None, None, :]
+
+
+def halve(valid: torch.Tensor) -> torch.Tensor:
+    """Valid time steps after a stride-2 layer with padding 1 (kernel 3) or 0 (kernel 1): ``ceil(n / 2)``."""
+    return torch.div(valid + 1, 2, rounding_mode="floor")
+
+
+class AdaptedConv(nn.Module):
+    """Shared 3×3 convolution + a domain's parallel 1×1 adapter + the domain's BN (EmoNet Fig. 6)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, domains: list[str], adapters: bool):
+        super().__init__()
+        self.stride = stride
+        self.use_adapters = adapters
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+        self.adapters = nn.ParameterDict()
+        self.bns = nn.ModuleDict()
+        for domain in domains:
+            self.add_domain(domain)
+
+    def add_domain(self, domain: str, like: str | None = None, copy_adapter: bool = False) -> None:
+        """New adapter (zeros, so the domain starts as the shared network, or a copy of ``like``'s) and BN (a copy
+        of ``like``'s, or fresh). An existing ``domain`` is replaced (``like`` may name it)."""
+        out_channels, in_channels = self.conv.weight.shape[:2]
+        device, dtype = self.conv.weight.device, self.conv.weight.dtype
+        if self.use_adapters:
+            if copy_adapter and like is not None:
+                weight = self.adapters[like].detach().clone()
+            else:
+                weight = torch.zeros(out_channels, in_channels, 1, 1, device=device, dtype=dtype)
+            adapter = nn.Parameter(weight)
+        bn = nn.BatchNorm2d(out_channels).to(device=device, dtype=dtype).train(self.training)
+        if like is not None:
+            bn.load_state_dict(self.bns[like].state_dict())
+        if self.use_adapters:
+            self.adapters[domain] = adapter
+        self.bns[domain] = bn
+
+    def remove_domain(self, domain: str) -> None:
+        if self.use_adapters:
+            del self.adapters[domain]
+        del self.bns[domain]
+
+    def forward(self, x: torch.Tensor, domain: str) -> torch.Tensor:
+        weight = self.conv.weight
+        if self.use_adapters:
+            weight = weight + F.pad(self.adapters[domain], (1, 1, 1, 1))
+        return self.bns[domain](F.conv2d(x, weight, stride=self.stride, padding=1))
+
+
+class ResidualBlock(nn.Module):
+    """Two adapted 3×3 convolutions; a stride-2 block pools and zero-pads its shortcut (Wide-ResNet, type A)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, domains: list[str], adapters: bool):
+        super().__init__()
+        self.stride = stride
+        self.extra_channels = out_channels - in_channels
+        self.conv1 = AdaptedConv(in_channels, out_channels, stride, domains, adapters)
+        self.conv2 = AdaptedConv(out_channels, out_channels, 1, domains, adapters)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, domain: str) -> tuple[torch.Tensor, torch.Tensor]:
+        out_valid = halve(valid) if self.stride == 2 else valid
+        h = F.relu(self.conv1(x, domain))
+        mask = time_mask(out_valid, h.shape[-1])
+        h = self.conv2(h * mask, domain)
+        shortcut = x
+        if self.stride == 2:
+            # An odd width is padded by one zero column, so the pooled shortcut covers ceil(T/2) steps like the conv.
+            shortcut = F.avg_pool2d(F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2)), 2)
+        if self.extra_channels:
+            shortcut = F.pad(shortcut, (0, 0, 0, 0, 0, self.extra_channels))
+        return F.relu(h + shortcut) * mask, out_valid
+
+
+class AttentionPooling(nn.Module):
+    """EmoNet Eq. (1)–(4): ``α = softmax(λ uᵀ tanh(W x + b))`` over positions, output ``Σ α x``; padding masked."""
+
+    def __init__(self, channels: int, units: int = 256, smoothing: float = 0.3):
+        super().__init__()
+        self.smoothing = smoothing
+        self.project = nn.Linear(channels, units)
+        self.context = nn.Linear(units, 1, bias=False)
+
+    def forward(self, features: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``features (B, C, F, T)`` -> pooled ``(B, C)`` and weights ``(B, F, T)`` (zero on padded steps)."""
+        batch, channels, freq, steps = features.shape
+        x = features.flatten(2).transpose(1, 2)  # (B, F*T, C), frequency-major
+        energy = self.context(torch.tanh(self.project(x))).squeeze(-1) * self.smoothing
+        keep = (torch.arange(steps, device=features.device)[None, :] < valid[:, None]).repeat(1, freq)
+        energy = energy.masked_fill(~keep, float("-inf"))
+        weights = energy.softmax(dim=-1)
+        pooled = torch.bmm(weights.unsqueeze(1), x).squeeze(1)
+        return pooled, weights.view(batch, freq, steps)
+
+
+class Head(nn.Sequential):
+    """FC → BN → ReLU → dropout → class logits (§5.2)."""
+
+    def __init__(self, in_features: int, hidden: int, classes: int, dropout: float):
+        super().__init__(
+            nn.Linear(in_features, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, classes),
+        )
+
+
+@register_model("emonet_wrn")
+class EmoNet(SERModel):
+    """Waveforms ``(B, T)`` at 16 kHz -> log-mel -> adapted WRN -> 2D attention -> the chosen domain's head.
+
+    Args:
+        domains: domain (= head) name -> class names in logit order, e.g. ``{"emodb": [...], "ravdess": [...]}``.
+        default_head: the head used when none is named (default: the first domain).
+        widths: filters of the three residual stacks; ``stem``: filters of the stem convolution.
+        adapters: with parallel residual adapters (``False``: the plain ResNet, still with per-domain BN).
+        attention_units / attention_smoothing: size of ``W`` and λ of the attention (§5.2: 256 and 0.3).
+        hidden / dropout: the head's FC width and dropout rate.
+        frontend: :class:`sermodels.features.MelSpectrogram` arguments (§5.1 defaults).
+    """
+
+    min_duration = MIN_DURATION_S
+
+    def __init__(
+        self,
+        domains: dict[str, list[str]],
+        default_head: str | None = None,
+        sample_rate: int = 16000,
+        stem: int = 32,
+        widths: tuple[int, ...] | list[int] = (64, 128, 256),
+        blocks_per_stack: int = 2,
+        adapters: bool = True,
+        attention_units: int = 256,
+        attention_smoothing: float = 0.3,
+        hidden: int = 128,
+        dropout: float = 0.3,
+        frontend: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        if not domains:
+            raise ValueError("EmoNet needs at least one domain (head name -> class names)")
+        names = [check_domain_name(name) for name in domains]
+        for name, labels in domains.items():
+            if len(labels) < 2:
+                raise ValueError(f"head {name!r} needs at least two classes, got {labels}")
+        self.sample_rate = sample_rate
+        self.heads = {name: list(labels) for name, labels in domains.items()}
+        self.default_head = names[0] if default_head is None else default_head
+        self.resolve_head(self.default_head)
+        self.stem_channels = stem
+        self.widths = [int(w) for w in widths]
+        self.blocks_per_stack = blocks_per_stack
+        self.use_adapters = adapters
+        self.hidden = hidden
+        self.dropout = dropout
+        self.melspec = MelSpectrogram(**({"sample_rate": sample_rate} | DEFAULT_FRONTEND | (frontend or {})))
+        self.to_db = AmplitudeToDB(stype="power", top_db=None)
+        self.stem = AdaptedConv(1, stem, 1, names, adapters)
+        blocks = []
+        channels = stem
+        for width in self.widths:
+            for index in range(blocks_per_stack):
+                blocks.append(ResidualBlock(channels, width, 2 if index == 0 else 1, names, adapters))
+                channels = width
+        self.blocks = nn.ModuleList(blocks)
+        self.final_bns = nn.ModuleDict({name: nn.BatchNorm2d(channels) for name in names})
+        self.embedding_dim = channels
+        self.attention = AttentionPooling(channels, attention_units, attention_smoothing)
+        self.classifiers = nn.ModuleDict(
+            {name: Head(channels, hidden, len(labels), dropout) for name, labels in self.heads.items()}
+        )
+
+    # ---- configuration ---------------------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        mel = self.melspec.config()
+        return {
+            "domains": {name: list(labels) for name, labels in self.heads.items()},
+            "default_head": self.default_head,
+            "sample_rate": self.sample_rate,
+            "stem": self.stem_channels,
+            "widths": list(self.widths),
+            "blocks_per_stack": self.blocks_per_stack,
+            "adapters": self.use_adapters,
+            "attention_units": self.attention.project.out_features,
+            "attention_smoothing": self.attention.smoothing,
+            "hidden": self.hidden,
+            "dropout": self.dropout,
+            "frontend": {key: value for key, value in mel.items() if key != "sample_rate"},
+        }
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.heads)
+
+    # ---- domains ---------------------------------------------------------------------------------------------------
+    def _adapted_convs(self) -> Iterator[AdaptedConv]:
+        yield self.stem
+        for block in self.blocks:
+            yield block.conv1
+            yield block.conv2
+
+    def add_domain(
+        self, name: str, labels: list[str], like: str | None = None, copy_adapters: bool = False, replace: bool = False
+    ) -> None:
+        """A new domain with a fresh head. Its adapters are zeros (it starts as the shared network) or, with
+        ``copy_adapters``, copies of ``like``'s; its BN layers are copies of ``like``'s (their running statistics are
+        a better start than fresh ones) or fresh when ``like`` is None. ``replace`` re-initialises an existing domain
+        (``like`` may then name that same domain: it is copied before it is overwritten)."""
+        check_domain_name(name)
+        if name in self.heads and not replace:
+            raise ValueError(f"domain {name!r} exists already (pass replace=True to re-initialise it)")
+        if len(labels) < 2:
+            raise ValueError(f"head {name!r} needs at least two classes, got {labels}")
+        if like is not None:
+            self.resolve_head(like)
+        if copy_adapters and like is None:
+            raise ValueError("copy_adapters needs a domain to copy from (like=...)")
+        device, dtype = self.attention.project.weight.device, self.attention.project.weight.dtype
+        for conv in self._adapted_convs():
+            conv.add_domain(name, like, copy_adapters)
+        # New layers take the model's mode: a model in eval mode must not score the new domain with batch statistics.
+        bn = nn.BatchNorm2d(self.embedding_dim).to(device=device, dtype=dtype).train(self.training)
+        if like is not None:
+            bn.load_state_dict(self.final_bns[like].state_dict())
+        self.final_bns[name] = bn
+        head = Head(self.embedding_dim, self.hidden, len(labels), self.dropout)
+        self.classifiers[name] = head.to(device=device, dtype=dtype).train(self.training)
+        self.heads[name] = list(labels)
+
+    def remove_domain(self, name: str) -> None:
+        self.resolve_head(name)
+        if len(self.heads) == 1:
+            raise ValueError("cannot remove the only domain")
+        for conv in self._adapted_convs():
+            conv.remove_domain(name)
+        del self.final_bns[name]
+        del self.classifiers[name]
+        del self.heads[name]
+        if self.default_head == name:
+            self.default_head = next(iter(self.heads))
+
+    def domain_parameters(self, name: str) -> list[nn.Parameter]:
+        """Adapters, BN and head of one domain (what adapter transfer trains)."""
+        self.resolve_head(name)
+        params: list[nn.Parameter] = []
+        for conv in self._adapted_convs():
+            if self.use_adapters:
+                params.append(conv.adapters[name])
+            params.extend(conv.bns[name].parameters())
+        params.extend(self.final_bns[name].parameters())
+        params.extend(self.classifiers[name].parameters())
+        return params
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters used by every domain: the 3×3 convolutions and the attention."""
+        params = [conv.conv.weight for conv in self._adapted_convs()]
+        params.extend(self.attention.parameters())
+        return params
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Exact counts: total, shared, and per domain (adapters + BN + head)."""
+        per_domain = {name: sum(p.numel() for p in self.domain_parameters(name)) for name in self.heads}
+        shared = sum(p.numel() for p in self.shared_parameters())
+        return {"total": sum(p.numel() for p in self.parameters()), "shared": shared, "per_domain": per_domain}
+
+    # ---- forward ---------------------------------------------------------------------------------------------------
+    def log_mel(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None):
+        """Standardised log-mel ``(B, 1, n_mels, frames)`` zeroed beyond each clip, and the valid frame counts."""
+        if waveforms.dim() != 2:
+            raise ValueError(f"waveforms must be (batch, samples), got shape {tuple(waveforms.shape)}")
+        lengths = valid_lengths(waveforms, lengths)
+        if lengths.shape != waveforms.shape[:1] or (lengths > waveforms.shape[-1]).any():
+            raise ValueError(
+                f"lengths must give one length per row, each at most the batch width {waveforms.shape[-1]}, "
+                f"got {lengths.tolist()}"
+            )
+        frames = int(self.melspec.num_frames(torch.tensor([waveforms.shape[-1]]))[0])
+        spec = self.to_db(self.melspec(self._reflect_tails(waveforms.float(), lengths)))[..., :frames]  # (B, M, T)
+        valid = self.melspec.num_frames(lengths).clamp(min=1, max=spec.shape[-1])
+        mask = time_mask(valid, spec.shape[-1])[:, 0]  # (B, 1, T)
+        count = valid.to(spec.dtype) * spec.shape[1]
+        mean = (spec * mask).sum(dim=(1, 2)) / count
+        centred = (spec - mean[:, None, None]) * mask
+        std = (centred.square().sum(dim=(1, 2)) / count).sqrt().clamp(min=1e-5)
+        return (centred / std[:, None, None]).unsqueeze(1), valid
+
+    def _reflect_tails(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``(B, T + n_fft // 2)``: each row continued past its own end by reflection, as the centred STFT pads a
+        clip that is alone. With the zeros of a padded batch instead, the last frames of a shorter clip (and with
+        them its standardisation) would differ from the clip scored alone. Only the reflect-padded, centred STFT
+        without extra constant padding (the §5.1 front-end) needs this; other front-ends are left as they are."""
+        stft = self.melspec.spectrogram
+        if not (stft.center and stft.pad_mode == "reflect" and stft.pad == 0):
+            return waveforms
+        half = stft.n_fft // 2
+        short = (lengths <= half).nonzero().flatten().tolist()
+        if short:
+            raise ValueError(
+                f"rows {short} of the batch have {lengths[short].tolist()} samples; EmoNet needs more than {half} "
+                f"per clip (audio files shorter than {self.min_duration} s are rejected when they are loaded)"
+            )
+        width = waveforms.shape[-1]
+        positions = torch.arange(width + half, device=waveforms.device)[None, :]
+        ends = lengths[:, None]
+        source = torch.where(positions < ends, positions, 2 * (ends - 1) - positions).clamp(0, width - 1)
+        return waveforms.gather(1, source)
+
+    def features(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None, head: str | None = None):
+        """Last feature map ``(B, C, F', T')`` of a domain's network and its valid time steps."""
+        domain = self.resolve_head(head)
+        x, valid = self.log_mel(waveforms, lengths)
+        x = F.relu(self.stem(x, domain)) * time_mask(valid, x.shape[-1])
+        for block in self.blocks:
+            x, valid = block(x, valid, domain)
+        x = F.relu(self.final_bns[domain](x)) * time_mask(valid, x.shape[-1])
+        return x, valid
+
+    def attend(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None, head: str | None = None):
+        """Pooled embedding ``(B, C)`` and attention weights ``(B, F', T')`` under a domain's adapters."""
+        x, valid = self.features(waveforms, lengths, head)
+        return self.attention(x, valid)
+
+    def embed(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None, head: str | None = None):
+        """The 256-d attention output (the shared embedding as seen through ``head``'s adapters and BN)."""
+        return self.attend(waveforms, lengths, head)[0]
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None, head: str | None = None):
+        domain = self.resolve_head(head)
+        pooled, _ = self.attend(waveforms, lengths, domain)
+        return self.classifiers[domain](pooled)
+
+    def flops(self, seconds: float) -> float:
+        """Multiply-accumulates ×2 of the convolutions, attention and the default head for one clip of ``seconds``."""
+        frames = int(seconds * self.sample_rate) // self.melspec.spectrogram.hop_length + 1
+        freq, steps = self.melspec.n_mels, frames
+        total = 2 * 9 * self.stem_channels * freq * steps
+        channels = self.stem_channels
+        for block in self.blocks:
+            if block.stride == 2:
+                freq, steps = math.ceil(freq / 2), math.ceil(steps / 2)
+            width = block.conv1.conv.out_channels
+            total += 2 * 9 * (channels * width + width * width) * freq * steps
+            channels = width
+        units = self.attention.project.out_features
+        total += 2 * (channels * units + units) * freq * steps + 2 * channels * freq * steps
+        total += 2 * (channels * self.hidden + self.hidden * len(self.heads[self.default_head]))
+        return float(total)
