@@ -34,6 +34,10 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/baselines.py
 	$(BIN)/python benchmarks/datamodule_cache.py
+	$(BIN)/python benchmarks/emonet.py
+	$(BIN)/sermodels train --config recipes/emonet/multi3.yaml
+	$(BIN)/python benchmarks/emonet.py --regimes scratch --corpora emodb --loso adapters --loso-base runs/emonet_wrn.multi3
+	$(BIN)/python benchmarks/emonet_speed.py
 	$(BIN)/python benchmarks/make_readme.py
 
 readme: $(STAMP)

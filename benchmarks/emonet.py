@@ -33,6 +33,7 @@ import lightning as L
 import torch
 
 import sermodels
+from sermodels._registry import read_config
 from sermodels.data import SERDataModule, load_corpus
 from sermodels.evaluation import evaluate_items
 from sermodels.inference import atomic_write_text
@@ -48,6 +49,7 @@ ANCHORS = [
         "corpus": "emodb",
         "protocol": "emonet_split",
         "system": "EmoNet ResNet from scratch",
+        "regime": "scratch",
         "uar": 0.592,
         "source": "Gerczuk et al., EmoNet, IEEE TAC, Table 4 (EMO-DB test partition of EmoSet)",
     },
@@ -55,6 +57,7 @@ ANCHORS = [
         "corpus": "emodb",
         "protocol": "emonet_split",
         "system": "EmoNet adapters from the shared model of all 26 EmoSet corpora",
+        "regime": "adapters",
         "uar": 0.726,
         "source": "Gerczuk et al., EmoNet, IEEE TAC, Table 4 (EMO-DB test partition of EmoSet)",
     },
@@ -96,10 +99,14 @@ def fit(
         seed=seed,
     )
     transfer = "none" if regime == "scratch" else regime
+    # The new domain starts from the base's own domain for this corpus when it has one, else its default head.
+    like = None
+    if transfer != "none" and corpus in read_config(base)["heads"]:
+        like = corpus
     task = EmoNetTask(
         transfer=transfer,
         init_from=None if transfer == "none" else base,
-        like=None if transfer == "none" else corpus,
+        like=like,
         schedule="plateau",
         patience=patience,
     )

@@ -11,16 +11,17 @@ Measured side by side in one run, so that every number shares the machine's stat
    figure of the same device and dtype. The same code runs on CUDA when it is available.
 3. **Memory of ``predict`` on a long recording**: a 16 kHz FLAC of real speech (EMO-DB, URDU, RAVDESS, EMOVO files
    concatenated until the length is reached) through the engine behind ``sermodels predict``
-   (:func:`sermodels.inference.predict_files`) in a fresh subprocess per run, with ``max_chunk_seconds`` windows,
-   for one hour and for ten minutes. Peak RSS is ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` read by a small launcher
-   process whose only child is the predict run (Linux carries the high-water mark of the process image that calls
-   exec into the new program, so a child started directly from this large benchmark process would report at least
-   this process's own size); the predict process's own ``RUSAGE_SELF`` figure is kept beside it, and the process
-   ends with ``os._exit`` after its report so that interpreter teardown does not add to its peak. The engine holds
-   the whole decoded waveform (4 bytes per sample) and sends the model one batch of windows at a time, so peak RSS
-   minus the waveform should not grow with the length. ``sermodels predict`` does not chunk by default
-   (``--chunk-seconds`` unset: one pass over the whole file); for scale, the short recording also goes through
-   once that way.
+   (:func:`sermodels.inference.predict_files`) in a fresh subprocess per run, as users run it: no
+   ``--chunk-seconds``, so the model's own window (``model.default_chunk_seconds``, 30 s for EmoNet), and the
+   CLI's batch size of 8 windows, for ten minutes and for one hour. Peak RSS is
+   ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` read by a small launcher process whose only child is the predict run
+   (Linux carries the high-water mark of the process image that calls exec into the new program, so a child started
+   directly from this large benchmark process would report at least this process's own size); the predict
+   process's own ``RUSAGE_SELF`` figure is kept beside it, and the process ends with ``os._exit`` after its report
+   so that interpreter teardown does not add to its peak. The engine holds the whole decoded waveform (4 bytes per
+   sample) and sends the model one batch of windows at a time, so peak RSS minus the waveform should stay about
+   constant as the recording grows. For contrast, the ten-minute recording also goes through whole
+   (``--chunk-seconds 0``: one pass over the whole file, the activations of all of it at once).
 
 Timings are medians over repetitions after one warm-up pass; every raw time is kept in the JSON.
 
@@ -68,8 +69,8 @@ FULL = {
     "long_seconds": 60.0,
     "repeats": 5,
     "recordings": [600.0, 3600.0],
-    "chunk_seconds": 5.0,
-    "predict_batch": 8,
+    "chunk_seconds": None,  # what `sermodels predict` uses without --chunk-seconds: the model's own window
+    "predict_batch": 8,  # the CLI's --batch-size default
 }
 QUICK = {
     "matmul_n": {"cpu": 512, "cuda": 1024},
@@ -78,9 +79,10 @@ QUICK = {
     "clip_seconds": 0.5,
     "long_seconds": 1.5,
     "repeats": 2,
-    "recordings": [6.0, 12.0],
-    "chunk_seconds": 5.0,
-    "predict_batch": 8,
+    # Longer than two 30 s windows, so that the default windowing and the batch cap are both exercised.
+    "recordings": [70.0, 140.0],
+    "chunk_seconds": None,
+    "predict_batch": 2,
 }
 
 
@@ -289,7 +291,8 @@ def write_recordings(data: Path, lengths: list[float], folder: Path) -> dict[flo
 
 
 def run_child(recording: Path, model: str, chunk: float | None, batch: int, threads: int) -> dict[str, Any]:
-    """One predict run in a fresh process under :data:`LAUNCHER`; its report plus the launcher's peak RSS."""
+    """One predict run in a fresh process under :data:`LAUNCHER`; its report plus the launcher's peak RSS.
+    ``chunk``: ``--chunk-seconds`` as a user would give it (``None``: not given, the model's own window)."""
     command = [sys.executable, "-c", LAUNCHER, sys.executable, __file__, "--child-predict", str(recording)]
     command += ["--model", model, "--batch-size", str(batch), "--threads", str(threads)]
     if chunk is not None:
@@ -334,7 +337,8 @@ def child_predict(args) -> None:
     report = {
         "recording_seconds": info.duration,
         "samples": info.frames,
-        "chunk_seconds": args.chunk_seconds,
+        "chunk_seconds_requested": args.chunk_seconds,
+        "chunk_seconds_effective": effective_chunk_seconds(model, args.chunk_seconds),
         "batch_size": args.batch_size,
         "wall_seconds": wall,
         "x_realtime": info.duration / wall,
@@ -348,17 +352,18 @@ def child_predict(args) -> None:
     os._exit(0)
 
 
-def predict_memory(data: Path, model: str, settings: dict, threads: int, workdir: Path) -> dict[str, Any]:
+def predict_memory(data: Path, model, model_source: str, settings: dict, threads: int, workdir: Path) -> dict[str, Any]:
+    """Peak RSS of predict runs on the recordings; the subprocesses load ``model`` from ``model_source``."""
     lengths = sorted(settings["recordings"])
     start = time.perf_counter()
     recordings = write_recordings(data, lengths, workdir)
     writing = time.perf_counter() - start
     batch = settings["predict_batch"]
     runs = [
-        with_waveform(run_child(recordings[s]["path"], model, settings["chunk_seconds"], batch, threads))
+        with_waveform(run_child(recordings[s]["path"], model_source, settings["chunk_seconds"], batch, threads))
         for s in lengths
     ]
-    unchunked = with_waveform(run_child(recordings[lengths[0]]["path"], model, None, batch, threads))
+    whole = with_waveform(run_child(recordings[lengths[0]]["path"], model_source, 0.0, batch, threads))
     short, long = runs[0], runs[-1]
     ratios = {
         "length_ratio": long["recording_seconds"] / short["recording_seconds"],
@@ -368,18 +373,20 @@ def predict_memory(data: Path, model: str, settings: dict, threads: int, workdir
         ),
         "peak_rss_growth_bytes": long["peak_rss_bytes"] - short["peak_rss_bytes"],
         "waveform_growth_bytes": long["waveform_bytes"] - short["waveform_bytes"],
-        "unchunked_over_chunked_peak_rss_short": unchunked["peak_rss_bytes"] / short["peak_rss_bytes"],
+        "whole_file_over_windowed_peak_rss_short": whole["peak_rss_bytes"] / short["peak_rss_bytes"],
     }
     return {
         "engine": "sermodels.inference.predict_files (the engine of `sermodels predict`), one subprocess per run",
-        "cli_predict_default_chunk_seconds": cli_default_chunk_seconds(),
+        # The parser's default is None ("the model's own window"); this is the window it resolves to.
+        "cli_chunk_seconds_flag_default": cli_chunk_flag_default(),
+        "cli_predict_default_chunk_seconds": effective_chunk_seconds(model, cli_chunk_flag_default()),
         "chunk_seconds": settings["chunk_seconds"],
         "batch_size": settings["predict_batch"],
         "recording_sources": list(RECORDING_CORPORA),
         "source_files_used": recordings[lengths[-1]]["source_files_used"],
         "recording_write_seconds": writing,
-        "chunked": runs,
-        "unchunked_short": unchunked,
+        "default_windows": runs,
+        "whole_file_short": whole,
         "ratios": ratios,
     }
 
@@ -390,10 +397,18 @@ def with_waveform(report: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def cli_default_chunk_seconds() -> float | None:
+def cli_chunk_flag_default() -> float | None:
     from sermodels.cli import _parser
 
     return _parser().parse_args(["predict", "x.wav"]).chunk_seconds
+
+
+def effective_chunk_seconds(model, requested: float | None) -> float | None:
+    """The window predict uses (``None``: whole files), by the rule of ``run_predictions``: ``None`` -> the model's
+    ``default_chunk_seconds``, ``0`` -> whole files."""
+    if requested is None:
+        return getattr(model, "default_chunk_seconds", None)
+    return None if requested == 0 else requested
 
 
 # -------------------------------------------------------------------------------------------------- main
@@ -458,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
             result["cuda"] = {"skipped": reason}
         phases["cuda"], phase = time.perf_counter() - phase, time.perf_counter()
         threads = torch.get_num_threads()
-        result["predict_memory"] = predict_memory(data, model_source, settings, threads, Path(tmp))
+        result["predict_memory"] = predict_memory(data, model, model_source, settings, threads, Path(tmp))
         phases["predict_memory"] = time.perf_counter() - phase
         result["phase_seconds"] = phases
     if hasattr(os, "getloadavg"):
@@ -481,8 +496,9 @@ def summary(result: dict[str, Any]) -> str:
                 f"({entry['fraction_of_matmul']:.0%} of matmul {entry['matmul_gflops']:.0f})"
             )
     memory = result["predict_memory"]
-    for run in memory["chunked"] + [memory["unchunked_short"]]:
-        chunks = f"{run['chunk_seconds']:g} s windows" if run["chunk_seconds"] else "one pass"
+    for run in memory["default_windows"] + [memory["whole_file_short"]]:
+        window = run["chunk_seconds_effective"]
+        chunks = f"{window:g} s windows" if window else "whole file"
         lines.append(
             f"predict {run['recording_seconds']:6.0f} s ({chunks}): {run['wall_seconds']:.1f} s, "
             f"{run['x_realtime']:.1f}x real time, peak RSS {run['peak_rss_bytes'] / 2**20:.0f} MiB "

@@ -187,6 +187,22 @@ def _labels(config: dict[str, Any]) -> str:
 
 def _usage(model_id: str, config: dict[str, Any]) -> str:
     rate = config.get("sample_rate", 16000)
+    heads = list(config.get("heads") or {})
+    other = next((h for h in heads if h != config.get("default_head")), None)
+    several = []
+    if other is not None:
+        several = [
+            f"This model has {len(heads)} heads ({', '.join(f'`{h}`' for h in heads)}); the default is "
+            f"`{config.get('default_head')}`. Pick another with `head=`:",
+            "",
+            "```python",
+            f'scores = model.scores(model(wave[None], head="{other}"))',
+            f'print(dict(zip(model.label_names("{other}"), scores[0].tolist())))',
+            "```",
+            "",
+            f"and on the command line with `--head {other}`.",
+            "",
+        ]
     return "\n".join(
         [
             "## How to use",
@@ -207,6 +223,7 @@ def _usage(model_id: str, config: dict[str, Any]) -> str:
             f"sermodels predict --model {model_id} speech.wav",
             "```",
             "",
+            *several,
         ]
     )
 

@@ -59,7 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
     _model_args(p)
     p.add_argument("--out", help="write rows to FILE.csv or FILE.json (default: CSV on stdout)")
-    p.add_argument("--chunk-seconds", type=float, default=None, help="classify longer files in windows of this size")
+    p.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=None,
+        help="classify longer files in windows of this size (default: the model's own, 30 s for neural models, "
+        "whole files for SVMs; 0: whole files)",
+    )
     p.add_argument(
         "--attention",
         metavar="OUT",

@@ -165,10 +165,16 @@ def run_predictions(
     alone, unless chunked). ``max_chunk_seconds``: a file longer than this is cut into consecutive chunks of that
     length (a last chunk shorter than ``model.min_duration`` is merged into the one before) and its logits are the
     length-weighted mean of the chunk logits, so every second counts equally. A file no longer than the chunk is
-    processed whole, exactly as without chunking. ``out`` (``.csv`` or ``.json``): see the module docstring.
+    processed whole, exactly as without chunking. ``None`` takes the model's ``default_chunk_seconds`` (windowed
+    inference with bounded memory for neural models; ``None`` = whole files for the SVM baselines), ``0`` forces
+    whole files. ``out`` (``.csv`` or ``.json``): see the module docstring.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if max_chunk_seconds is None:
+        max_chunk_seconds = getattr(model, "default_chunk_seconds", None)
+    elif max_chunk_seconds == 0:
+        max_chunk_seconds = None
     if max_chunk_seconds is not None and max_chunk_seconds < max(model.min_duration, 1.0 / model.sample_rate):
         raise ValueError(
             f"max_chunk_seconds={max_chunk_seconds} is shorter than the model's minimum input ({model.min_duration} s)"

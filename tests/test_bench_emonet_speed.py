@@ -18,7 +18,7 @@ SCRIPT = REPO / "benchmarks" / "emonet_speed.py"
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory) -> dict:
-    for name in ("emodb", "urdu"):  # the recordings start with these corpora
+    for name in ("emodb", "urdu"):  # the recordings start with these corpora (EMO-DB alone holds ~25 min)
         corpus_root(name)
     out = tmp_path_factory.mktemp("bench") / "speed.json"
     command = [sys.executable, str(SCRIPT), "--quick", "--no-gpu", "--data", str(DATA), "--out", str(out)]
@@ -71,9 +71,9 @@ def test_throughput_is_consistent(quick):
 
 def test_predict_memory_is_measured_and_bounded(quick):
     memory, settings = quick["predict_memory"], quick["settings"]
-    runs = memory["chunked"]
+    runs = memory["default_windows"]
     assert [r["recording_seconds"] for r in runs] == pytest.approx(sorted(settings["recordings"]))
-    for run in [*runs, memory["unchunked_short"]]:
+    for run in [*runs, memory["whole_file_short"]]:
         assert run["samples"] == round(run["recording_seconds"] * 16000)
         assert run["x_realtime"] == pytest.approx(run["recording_seconds"] / run["wall_seconds"])
         assert run["waveform_bytes"] == 4 * run["samples"]
@@ -82,11 +82,38 @@ def test_predict_memory_is_measured_and_bounded(quick):
         assert run["peak_rss_bytes"] == pytest.approx(run["self_maxrss_bytes"], rel=0.02)
         assert run["peak_rss_bytes"] >= run["rss_after_model_load_bytes"] > 0
         assert run["process_wall_seconds"] > run["wall_seconds"] > 0 and run["label"]
-    assert [r["chunk_seconds"] for r in runs] == [settings["chunk_seconds"]] * 2
-    assert memory["unchunked_short"]["chunk_seconds"] is None
+    # As users run it: no --chunk-seconds, so EmoNet's own 30 s window; the contrast run is forced whole (0).
+    assert settings["chunk_seconds"] is None and memory["cli_chunk_seconds_flag_default"] is None
+    assert memory["cli_predict_default_chunk_seconds"] == 30.0
+    assert [(r["chunk_seconds_requested"], r["chunk_seconds_effective"]) for r in runs] == [(None, 30.0)] * 2
+    whole = memory["whole_file_short"]
+    assert (whole["chunk_seconds_requested"], whole["chunk_seconds_effective"]) == (0.0, None)
+    assert whole["recording_seconds"] == runs[0]["recording_seconds"] > 2 * 30.0  # several windows, really cut
     short, long = runs
     ratios = memory["ratios"]
     assert ratios["peak_rss_long_over_short"] == pytest.approx(long["peak_rss_bytes"] / short["peak_rss_bytes"])
     assert ratios["waveform_growth_bytes"] == long["waveform_bytes"] - short["waveform_bytes"]
+    assert ratios["whole_file_over_windowed_peak_rss_short"] == pytest.approx(
+        whole["peak_rss_bytes"] / short["peak_rss_bytes"]
+    )
     assert ratios["peak_rss_minus_waveform_long_over_short"] < 1.25  # bounded: twice the audio, not twice the memory
-    assert "cli_predict_default_chunk_seconds" in memory and memory["source_files_used"] >= 2
+    assert memory["source_files_used"] >= 2
+
+
+def test_readme_block_renders_the_quick_run(quick, tmp_path):
+    """benchmarks/make_readme.py turns this JSON into the README's speed block: every measured row is there."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_make_readme", REPO / "benchmarks" / "make_readme.py")
+    make_readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_readme)
+    path = tmp_path / "emonet_speed.json"
+    path.write_text(json.dumps(quick))
+    text = make_readme.emonet_speed_table(path)
+    assert sum(line.startswith("| CPU | ") for line in text.splitlines()) == 4  # fp32/bf16 x batch/long
+    short, long = quick["predict_memory"]["default_windows"]
+    whole = quick["predict_memory"]["whole_file_short"]
+    assert f"| 70 s of speech | 30 s (the default) | {short['peak_rss_bytes'] / 2**20:.0f} |" in text
+    assert f"| 140 s of speech | 30 s (the default) | {long['peak_rss_bytes'] / 2**20:.0f} |" in text
+    assert f"| 70 s of speech | whole file (`--chunk-seconds 0`) | {whole['peak_rss_bytes'] / 2**20:.0f} |" in text
+    assert "memory stays bounded" in text and "a `--quick` smoke run" in text

@@ -27,6 +27,8 @@ class SERModel(nn.Module):
     score_kind: ClassVar[str] = "probability"
     # Inputs shorter than this (seconds) are rejected at load time by callers that decode files.
     min_duration: ClassVar[float] = 0.0
+    # Files longer than this are scored in windows of this length by default (None: whole files).
+    default_chunk_seconds: ClassVar[float | None] = None
 
     sample_rate: int
     heads: dict[str, list[str]]

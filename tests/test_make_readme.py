@@ -1,0 +1,152 @@
+"""benchmarks/make_readme.py: the EmoNet blocks and the model table, generated from JSON in the producers' layout.
+
+The EmoNet results are assembled with benchmarks/emonet.py's own ``compare`` (McNemar against scratch) and ``_pool``
+(LOSO pooling), so a change of that script's JSON layout breaks these tests rather than the README.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from sermodels.metrics import uar
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+make_readme = _script("make_readme")
+
+# 20 test utterances of two classes; scratch gets the first half of each class right.
+TRUE = [0] * 10 + [1] * 10
+PREDICTIONS = {
+    "scratch": [0] * 5 + [1] * 5 + [1] * 5 + [0] * 5,  # 10 right, UAR 0.5
+    "multi": [1] * 5 + [0] * 5 + [1] * 5 + [0] * 5,  # 10 right but others: 5 gained, 5 lost -> p = 1
+    "adapters": TRUE,  # all right: 10 gained, none lost -> p = 2 / 2**10
+    "head": [1] * 10 + [0] * 10,  # all wrong: 10 lost -> p = 2 / 2**10
+}
+
+
+def _run(predicted: list[int]) -> dict:
+    return {
+        "uar": float(uar(TRUE, predicted)),
+        "war": sum(t == p for t, p in zip(TRUE, predicted)) / len(TRUE),
+        "n": len(TRUE),
+        "labels": ["anger", "neutral"],
+        "true": TRUE,
+        "predicted": predicted,
+        "paths": [f"{i:02d}.flac" for i in range(len(TRUE))],
+        "epochs": 8,
+        "seconds": 60.0,
+    }
+
+
+@pytest.fixture
+def emonet_results(tmp_path) -> tuple[Path, Path]:
+    emonet = _script("emonet")
+    result = {
+        "fixed": {"emodb": {regime: _run(predicted) for regime, predicted in PREDICTIONS.items()}},
+        "loso": {},
+        "anchors": emonet.ANCHORS,
+        "environment": {"torch": "2.x", "torch_threads": 2, "precision": "bf16-mixed"},
+        "protocol": {
+            "epochs": {"scratch": 8, "adapters": 6, "head": 6, "full": 6},
+            "plateau_patience": 2,
+            "batch_size": 64,
+            "max_duration": 5.0,
+            "seed": 0,
+            "base": "emonet_wrn.multi4",
+        },
+    }
+    for corpus in ("ravdess", "emovo", "urdu"):
+        result["fixed"][corpus] = {"scratch": _run(PREDICTIONS["scratch"])}
+    emonet.compare(result)
+    loso = {"folds": {"03": _run(PREDICTIONS["scratch"]), "08": _run(PREDICTIONS["adapters"])}}
+    emonet._pool(loso)  # pooled UAR 0.75 over 40 utterances; per speaker 0.5 and 1.0
+    result["loso"]["scratch"] = loso
+    path = tmp_path / "emonet.json"
+    path.write_text(json.dumps(result))
+    baselines = tmp_path / "baselines.json"
+    svm = {"logmel600+rbf": {"uar": 0.70}, "egemaps+linear": {"uar": 0.654}}
+    baselines.write_text(json.dumps({"fixed": {"emodb": svm}, "loso": {"emodb": svm}}))
+    return path, baselines
+
+
+def test_emonet_table_marks_mcnemar_against_scratch(emonet_results):
+    text = make_readme.emonet_table(*emonet_results)
+    lines = text.splitlines()
+    assert lines[0] == (
+        "| corpus (test utterances) | scratch | multi (shared model, own head) | adapters | head only | "
+        "full fine-tune |"
+    )
+    # adapters: significantly better (+), head: significantly worse (−), multi: no difference, full: not run.
+    assert "| EMO-DB (20) | 50.0 | 50.0 | 100.0 + | 0.0 − | – |" in lines
+    assert "| URDU (20) | 50.0 | – | – | – | – |" in lines
+    assert "| mean of the four | 50.0 | – | – | – | – |" in lines  # a mean only over all four corpora
+    assert "McNemar's test on the two models' errors, p < 0.05" in text
+    assert "training epochs at most 8 (scratch), 6 (adapters), 6 (head only), 6 (full fine-tune)" in text
+    assert "batches of 64; random training crops of at most 5.0 s; bf16-mixed precision; 2 torch threads" in text
+    assert "Best SVM baseline on the same test partitions (see Baselines): EMO-DB 70.0 (log-mel-600 + RBF SVM)." in text
+
+
+def test_emonet_table_says_plainly_where_we_stand(emonet_results):
+    text = make_readme.emonet_table(*emonet_results)
+    assert "- EMO-DB scratch: 50.0 % vs the paper's 59.2 % (EmoSet split) — 9.2 points below." in text
+    assert "- EMO-DB adapters: 100.0 % vs the paper's 72.6 % (EmoSet split) — 27.4 points above." in text
+    loso = next(line for line in text.splitlines() if "leave-one-speaker-out, scratch" in line)
+    assert "75.0 % pooled over 2 held-out speakers (per-speaker UAR 75.0 ± 25.0)" in loso
+    assert "5.0 points above our best SVM (log-mel-600 + RBF SVM, 70.0 %)" in loso
+    assert "2.1 points below the published ComParE functionals + SVM (7 classes), 77.1 %" in loso
+
+
+def test_missing_results_give_placeholders(tmp_path):
+    assert make_readme.emonet_table(tmp_path / "none.json") == "_No results yet: run `python benchmarks/emonet.py`._"
+    assert make_readme.emonet_speed_table(tmp_path / "none.json").startswith("_Not measured yet")
+
+
+def test_models_table_shows_emonet_heads_and_per_corpus_splits(tmp_path):
+    from sermodels._registry import save_pretrained
+    from sermodels.labels import label_names
+    from sermodels.models.emonet import EmoNet
+
+    svm = REPO / "checkpoints" / "logmel_svm.emodb"
+    (tmp_path / svm.name).mkdir()
+    for name in ("config.json", "metrics.json"):
+        (tmp_path / svm.name / name).write_text((svm / name).read_text())
+    corpora = [{"name": n, "licence": f"{n} licence"} for n in ("emodb", "ravdess", "urdu")]
+    model = EmoNet({n: label_names("categories", n) for n in ("emodb", "ravdess", "urdu")}, widths=(8, 8, 8))
+    for folder, split in (("emonet_wrn.a", "fixed"), ("emonet_wrn.b", {"emodb": "fixed", "ravdess": "cv6"})):
+        save_pretrained(model, tmp_path / folder, extra={"training": {"corpora": corpora, "split": split}})
+    metrics = {f"{c}/test": {"uar": 0.5, "war": 0.25} for c in ("emodb", "urdu")}
+    (tmp_path / "emonet_wrn.a" / "metrics.json").write_text(json.dumps(metrics))
+    rows = make_readme.models_table(tmp_path).splitlines()
+    licences = "emodb licence, ravdess licence, urdu licence"
+    assert rows[2:4] == [
+        f"| `emonet_wrn.a` | emonet_wrn | EMO-DB, RAVDESS, URDU (fixed) | 3 heads (7/8/4) | {key} | 50.0 | 25.0 | "
+        f"{licences} |"
+        for key in ("emodb/test", "urdu/test")
+    ]
+    assert rows[4] == (
+        "| `emonet_wrn.b` | emonet_wrn | EMO-DB (fixed), RAVDESS (cv6), URDU (?) | 3 heads (7/8/4) | – | – | – | "
+        f"{licences} |"
+    )
+    assert rows[5].startswith("| `logmel_svm.emodb` | logmel_svm | EMO-DB (fixed) | 7 | emodb/test |")
+
+
+def test_render_needs_every_block(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    assert make_readme.render(readme).count("<!-- BEGIN emonet_speed -->") == 1
+    broken = readme.replace("<!-- BEGIN emonet -->", "")
+    with pytest.raises(SystemExit, match="no '<!-- BEGIN emonet -->'"):
+        make_readme.render(broken)
