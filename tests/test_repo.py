@@ -53,9 +53,10 @@ def test_recipe_parses_and_names_a_release(recipe):
 def _parse_emonet_recipe(recipe: Path) -> dict:
     """Validate a LightningCLI recipe against the real signatures by instantiating task, data module and trainer
     (nothing is set up or fitted; the trainer is forced onto one CPU process so GPU recipes parse here too)."""
-    from sermodels.data import SERDataModule
+    import lightning as L
+
     from sermodels.tasks.emonet import EmoNetTask
-    from sermodels.tasks.emonet_train import EmoNetCLI
+    from sermodels.tasks.emonet_train import make_cli
 
     overrides = [
         "--trainer.accelerator",
@@ -67,15 +68,8 @@ def _parse_emonet_recipe(recipe: Path) -> dict:
         "--trainer.num_nodes",
         "1",
     ]
-    cli = EmoNetCLI(
-        EmoNetTask,
-        SERDataModule,
-        run=False,
-        args=["--config", str(recipe), *overrides],
-        save_config_callback=None,
-        parser_kwargs={"parser_mode": "omegaconf"},
-    )
-    assert isinstance(cli.model, EmoNetTask) and isinstance(cli.datamodule, SERDataModule)
+    cli = make_cli(["--config", str(recipe), *overrides])
+    assert isinstance(cli.model, EmoNetTask) and isinstance(cli.datamodule, L.LightningDataModule)
     return {"id": cli.config.id, "export": cli.config.export}
 
 

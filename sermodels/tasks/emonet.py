@@ -158,7 +158,13 @@ class EmoNetTask(L.LightningModule):
         names = data.label_names
         self.corpus_order = list(data.corpus_names)
         self.round_robin = data.multi_corpus == "round_robin" and len(self.corpus_order) > 1
-        if isinstance(names, dict):
+        spaces = getattr(data, "spaces", None)
+        if spaces:
+            # Several aggregated spaces (A+V, §6.2): one domain per space; batches name their space.
+            domains = dict(names)
+            self.domain_of = {}
+            self.corpus_order = [f"{space}/{corpus}" for space, corpus in data.streams]
+        elif isinstance(names, dict):
             if len(names) > 1 and data.multi_corpus != "round_robin":
                 raise ValueError(
                     "per-corpus categories with several corpora need multi_corpus='round_robin' (one head per "
@@ -180,6 +186,11 @@ class EmoNetTask(L.LightningModule):
             # BN layers would never see batch statistics nor update their running statistics (dropout off too).
             self.net.train()
         weights = {}
+        if spaces:
+            self.class_weights = {space: data.class_weights(space) for space in spaces}
+            if not self.hparams.class_weighted:
+                self.class_weights = {}
+            return
         for corpus in self.corpus_order:
             domain = self.domain_of[corpus]
             if not self.hparams.class_weighted:
@@ -200,12 +211,17 @@ class EmoNetTask(L.LightningModule):
                 self.net.classifiers[name].train()
 
     def _domain(self, batch: dict[str, Any]) -> str:
-        domains = {self.domain_of[corpus] for corpus in batch["corpus"]}
+        tags = batch.get("domain")  # SpacesDataModule names each batch's space; otherwise the corpus decides
+        domains = set(tags) if tags is not None else {self.domain_of[corpus] for corpus in batch["corpus"]}
         if len(domains) != 1:
             raise RuntimeError(f"a batch mixes domains {sorted(domains)}; use multi_corpus='round_robin'")
         return domains.pop()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        if "waveforms" not in batch:
+            # One batch of every space (SpacesDataModule): the step's loss is the sum of the domains' losses.
+            losses = [loss for part in batch.values() if (loss := self.training_step(part, batch_idx)) is not None]
+            return torch.stack(losses).sum() if losses else None
         if len(batch["labels"]) < 2:
             # The head's BatchNorm1d cannot normalise a single clip in training mode; such a batch (the last one of an
             # epoch or corpus cycle when the partition is one more than a multiple of the batch size) is skipped.
@@ -222,8 +238,10 @@ class EmoNetTask(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         corpus = batch["corpus"][0]
-        logits = self.net(batch["waveforms"], batch["lengths"], self.domain_of[corpus])
-        self._val.setdefault(corpus, []).append((logits.argmax(-1).detach(), batch["labels"].detach()))
+        domain = self._domain(batch)
+        key = f"{domain}/{corpus}" if "domain" in batch else corpus
+        logits = self.net(batch["waveforms"], batch["lengths"], domain)
+        self._val.setdefault(key, []).append((logits.argmax(-1).detach(), batch["labels"].detach()))
 
     def on_validation_epoch_start(self) -> None:
         self._val = {}

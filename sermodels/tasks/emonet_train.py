@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from lightning.pytorch.cli import LightningCLI
 
@@ -40,15 +41,7 @@ class EmoNetCLI(LightningCLI):
 
 def train(argv: Sequence[str]) -> Path | None:
     """Run a recipe (``argv`` as for LightningCLI without a subcommand: ``--config recipe.yaml ...``)."""
-    cli = EmoNetCLI(
-        EmoNetTask,
-        SERDataModule,
-        run=False,
-        args=list(argv),
-        seed_everything_default=0,
-        save_config_callback=None,
-        parser_kwargs={"parser_mode": "omegaconf"},
-    )
+    cli = make_cli(argv)
     started = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     wall = time.perf_counter() - started
@@ -70,6 +63,43 @@ def train(argv: Sequence[str]) -> Path | None:
         trainer_info=_trainer_info(cli.trainer, wall),
         splits=cli.config.evaluate_splits,
     )
+
+
+def make_cli(argv: Sequence[str]) -> EmoNetCLI:
+    """Parse a recipe and instantiate task, data module and trainer (nothing is fitted).
+
+    The ``data`` section holds :class:`SERDataModule` arguments, or ``class_path``/``init_args`` naming another
+    LightningDataModule (e.g. :class:`sermodels.data.spaces.SpacesDataModule` for the A+V setting)."""
+    argv = list(argv)
+    subclass = any(_names_data_class(path) for path in _config_paths(argv)) or any(
+        a.startswith("--data.class_path") for a in argv
+    )
+    return EmoNetCLI(
+        EmoNetTask,
+        L.LightningDataModule if subclass else SERDataModule,
+        subclass_mode_data=subclass,
+        run=False,
+        args=argv,
+        seed_everything_default=0,
+        save_config_callback=None,
+        parser_kwargs={"parser_mode": "omegaconf"},
+    )
+
+
+def _config_paths(argv: list[str]) -> list[str]:
+    paths = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+    return paths + [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+
+
+def _names_data_class(path: str) -> bool:
+    import yaml
+
+    try:
+        config = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return False  # LightningCLI reports the unreadable file itself
+    data = config.get("data") if isinstance(config, dict) else None
+    return isinstance(data, dict) and "class_path" in data
 
 
 def _trainer_info(trainer, wall: float) -> dict[str, Any]:
@@ -139,6 +169,11 @@ def evaluate_domains(net, data: SERDataModule, domain_of: dict[str, str], splits
     """``{"<corpus>/<split>": {uar, war, macro_f1, n, head}}`` on each corpus's whole partition (unbalanced),
     through the corpus's head; corpus labels are mapped into the head's label space where needed."""
     metrics: dict[str, Any] = {}
+    if getattr(data, "spaces", None):
+        for space, part in data.parts.items():
+            found = evaluate_domains(net, part, {corpus: space for corpus in part.corpus_names}, splits)
+            metrics.update({f"{space}/{key}": value for key, value in found.items()})
+        return metrics
     for corpus_name in data.corpus_names:
         corpus = data.corpora[corpus_name]
         split = data.splits[corpus_name]
