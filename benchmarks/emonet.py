@@ -23,6 +23,7 @@ benchmark resumes. Schedules are reduced to what 2 CPU cores afford (``--epochs`
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import time
@@ -33,9 +34,10 @@ import lightning as L
 import torch
 
 import sermodels
-from sermodels._registry import read_config
+from sermodels._registry import read_json_object
 from sermodels.data import SERDataModule, load_corpus
 from sermodels.evaluation import evaluate_items
+from sermodels.hub import read_config, resolve
 from sermodels.inference import atomic_write_text
 from sermodels.metrics import mcnemar
 from sermodels.tasks.emonet import EmoNetTask
@@ -43,6 +45,8 @@ from sermodels.tasks.emonet import EmoNetTask
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = {"emodb": "EMODB", "ravdess": "RAVDESS", "emovo": "EMOVO", "urdu": "URDU"}
 REGIMES = ("scratch", "multi", "adapters", "head", "full")
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "emonet.json"
+DEFAULT_EPOCHS = {"scratch": 8, "adapters": 6, "head": 6, "full": 6}
 # Published numbers we compare with; quoted, not measured here.
 ANCHORS = [
     {
@@ -104,6 +108,9 @@ def fit(
     if transfer != "none" and corpus in read_config(base)["heads"]:
         like = corpus
     task = EmoNetTask(
+        # The paper's from-scratch baseline is the plain ResNet (no adapters: a parallel 1x1 adapter would only
+        # re-parameterise the centre tap of each 3x3 kernel and double its effective learning rate).
+        model={"adapters": False} if transfer == "none" else None,
         transfer=transfer,
         init_from=None if transfer == "none" else base,
         like=like,
@@ -170,15 +177,15 @@ def compare(result: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "emonet.json"))
+    parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--base", default=str(REPO / "checkpoints" / "emonet_wrn.multi4"))
     parser.add_argument("--corpora", nargs="+", default=list(FOLDERS))
     parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=REGIMES)
     parser.add_argument(
         "--epochs",
         type=json.loads,
-        default={"scratch": 8, "adapters": 6, "head": 6, "full": 6},
-        help="JSON object regime -> epochs",
+        default={},
+        help=f"JSON object regime -> epochs, over the defaults {DEFAULT_EPOCHS}",
     )
     parser.add_argument("--patience", type=int, default=2, help="plateau patience (epochs) of every run")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -190,10 +197,15 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16-mixed")
     parser.add_argument("--limit-batches", type=int, default=None, help="cap batches per epoch (smoke runs only)")
     args = parser.parse_args()
+    if args.limit_batches is not None and Path(args.out).resolve() == DEFAULT_OUT:
+        parser.error("--limit-batches is a smoke run: give --out (benchmarks/results keeps the real runs)")
+    if args.loso not in (None, "scratch") and not args.loso_base:
+        parser.error(f"--loso {args.loso} needs --loso-base (a shared model trained without EMO-DB)")
+    args.epochs = DEFAULT_EPOCHS | args.epochs
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     out = Path(args.out)
-    result = json.loads(out.read_text()) if out.is_file() else {}
+    result = read_json_object(out) if out.is_file() else {}
     result.setdefault("fixed", {})
     result.setdefault("loso", {})
     result["anchors"] = ANCHORS
@@ -225,8 +237,9 @@ def main() -> None:
         test_items = load_corpus(corpus, root).split("fixed")["test"]
         runs = result["fixed"].setdefault(corpus, {})
         for regime in args.regimes:
-            if regime in runs:
-                continue
+            settings = run_settings(args, regime, args.base, args.epochs.get(regime, 0))
+            if runs.get(regime, {}).get("settings") == settings:
+                continue  # done with these settings (a resumed run); anything else is run again
             print(f"[emonet bench] {corpus} {regime}", flush=True)
             if regime == "multi":
                 net, info = sermodels.load(args.base).eval(), {"epochs": 0, "seconds": 0.0}
@@ -244,7 +257,7 @@ def main() -> None:
                     precision=args.precision,
                     limit_batches=args.limit_batches,
                 )
-            runs[regime] = {**info, **score(net, test_items, corpus)}
+            runs[regime] = {**info, "settings": settings, **score(net, test_items, corpus)}
             print(f"[emonet bench] {corpus} {regime}: test UAR {runs[regime]['uar']:.4f}", flush=True)
             save()
     if args.loso:
@@ -254,7 +267,8 @@ def main() -> None:
         loso = result["loso"].setdefault(key, {"folds": {}})
         for fold, (_, test) in enumerate(corpus.folds("loso")):
             speaker = str(test[0].speaker)
-            if speaker in loso["folds"]:
+            settings = run_settings(args, args.loso, args.loso_base, args.loso_epochs)
+            if loso["folds"].get(speaker, {}).get("settings") == settings:
                 continue
             print(f"[emonet bench] loso {key} speaker {speaker}", flush=True)
             net, info = fit(
@@ -272,10 +286,27 @@ def main() -> None:
                 precision=args.precision,
                 limit_batches=args.limit_batches,
             )
-            loso["folds"][speaker] = {**info, **score(net, test, "emodb")}
+            loso["folds"][speaker] = {**info, "settings": settings, **score(net, test, "emodb")}
             _pool(loso)
             save()
     save()
+
+
+def run_settings(args, regime: str, base: str | None, epochs: int) -> dict[str, Any]:
+    """What a stored run must match to be reused: schedule, data, precision, smoke limit and the base's weights."""
+    weights = None
+    if regime != "scratch":
+        weights = hashlib.sha256((resolve(base) / "model.safetensors").read_bytes()).hexdigest()
+    return {
+        "epochs": epochs if regime != "multi" else 0,
+        "patience": args.patience,
+        "batch_size": args.batch_size,
+        "max_duration": args.max_duration,
+        "seed": args.seed,
+        "precision": args.precision,
+        "limit_batches": args.limit_batches,
+        "base_sha256": weights,
+    }
 
 
 def _pool(loso: dict[str, Any]) -> None:

@@ -63,8 +63,8 @@ def _parser() -> argparse.ArgumentParser:
         "--chunk-seconds",
         type=float,
         default=None,
-        help="classify longer files in windows of this size (default: the model's own, 30 s for neural models, "
-        "whole files for SVMs; 0: whole files)",
+        help="classify longer files in windows of this size (default: the model's default_chunk_seconds, 30 s for "
+        "EmoNet, whole files for the SVMs; 0: whole files)",
     )
     p.add_argument(
         "--attention",
@@ -249,6 +249,10 @@ def _evaluation_head(model, args):
     space = args.label_space or (head if head in label_maps.LABEL_SPACES and head != "categories" else "categories")
     if space == "categories":
         return head, None
+    if model.label_names(head) != list(label_maps.label_names(space)):
+        raise ValueError(
+            f"head {head!r} predicts {model.label_names(head)}, not the {space} classes; pick a {space} head (--head)"
+        )
     return head, lambda label: label_maps.map_label(label, space)
 
 

@@ -11,9 +11,10 @@ map says where the pooled features come from, not everything they depend on. A l
 clip spreads its weight over fewer frames, so it can look denser. :func:`plot_attention` draws the spectrogram, the
 map overlaid on it, and the attention mass per second.
 
-The map is computed over the whole input in one pass, as the model sees a clip; ``sermodels predict --chunk-seconds``
-averages the logits of windows instead, so for a file longer than the window the prediction in the figure title
-(one pass over the file) can differ from the one in the predictions file. Inputs longer than
+The map is computed over the whole input in one pass, as the model sees a clip; ``sermodels predict`` averages the
+logits of 30 s windows by default (``--chunk-seconds``) instead, so for a file longer than the window the
+prediction in the figure title (one pass over the file) can differ from the one in the predictions file. Inputs
+longer than
 :data:`MAX_ATTENTION_SECONDS` are refused: one pass over a long recording needs memory in proportion to its length
 and its map is too dense to read; cut the region of interest first.
 

@@ -33,6 +33,11 @@ Departures, all documented:
 - A parallel 1×1 adapter is linear in the same input as the 3×3 convolution it accompanies, so the two are computed
   as one 3×3 convolution whose centre tap is ``W[:, :, 1, 1] + A``: the same function and the same gradients for
   both weights, one convolution instead of two.
+- The stem's BN is followed by a ReLU (§5.2 lists convolution and BN only). The released weights were trained so.
+- New adapters start at zero, so a new domain starts as the shared network seen through the BN it copies; the
+  paper does not say how adapters are initialised.
+- Only training clips are cropped to 5 s (§5.1 caps segments at 5 s); evaluation scores whole clips, and
+  ``sermodels predict`` scores long files in 30 s windows (``default_chunk_seconds``) whose logits it averages.
 """
 
 from __future__ import annotations
