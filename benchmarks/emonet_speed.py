@@ -480,7 +480,9 @@ def main(argv: list[str] | None = None) -> None:
         result["machine"]["load_average_at_end"] = list(os.getloadavg())
     result["total_seconds"] = time.perf_counter() - started
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    from sermodels.inference import atomic_write_text
+
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     print(summary(result))
     print(f"wrote {out}")
 

@@ -7,12 +7,13 @@ Every table between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` is rewritt
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
+
+from sermodels._registry import read_json_object
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -72,9 +73,9 @@ def models_table(checkpoints: Path = REPO / "checkpoints") -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for folder in sorted(p for p in checkpoints.iterdir() if (p / "config.json").is_file()):
-        config = json.loads((folder / "config.json").read_text())
+        config = read_json_object(folder / "config.json")
         metrics_file = folder / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        metrics = read_json_object(metrics_file) if metrics_file.is_file() else {}
         training = config.get("training", {})
         corpora = training.get("corpora", [])
         trained = trained_on(training) if corpora else "–"
@@ -92,7 +93,7 @@ def models_table(checkpoints: Path = REPO / "checkpoints") -> str:
 def baselines_table(path: Path = RESULTS / "baselines.json") -> str:
     if not path.is_file():
         return "_No results yet: run `python benchmarks/baselines.py`._"
-    res = json.loads(path.read_text())
+    res = read_json_object(path)
     corpora = [c for c in CORPUS_NAMES if c in res["fixed"]]
     head = "| system | " + " | ".join(f"{CORPUS_NAMES[c]} fixed" for c in corpora) + " | EMO-DB LOSO |"
     rows = [head, "|---" * (len(corpora) + 2) + "|"]
@@ -132,7 +133,7 @@ def baselines_table(path: Path = RESULTS / "baselines.json") -> str:
 def setup_table(path: Path = RESULTS / "setup.json") -> str:
     if not path.is_file():
         return "_Not measured yet: run `python benchmarks/setup_time.py`._"
-    res = json.loads(path.read_text())
+    res = read_json_object(path)
     text = (
         f"Set-up time: on a machine of this project's kind ({res['cpu_count']} CPU cores, no pip cache), the first "
         f"`make` creates `.venv` and installs every dependency in {res['setup_s'] / 60:.1f} min ({res['venv_mb']} MB)"
@@ -144,7 +145,7 @@ def setup_table(path: Path = RESULTS / "setup.json") -> str:
 def cache_table(path: Path = RESULTS / "datamodule_cache.json") -> str:
     if not path.is_file():
         return "_Not measured yet: run `python benchmarks/datamodule_cache.py`._"
-    res = json.loads(path.read_text())
+    res = read_json_object(path)
     e = res["epoch_s"]
     return "\n".join(
         [
@@ -169,7 +170,7 @@ def emonet_table(path: Path = RESULTS / "emonet.json", baselines: Path = RESULTS
     """The regimes of benchmarks/emonet.py as the paper's Table 4, then LOSO and the published anchors."""
     if not path.is_file():
         return "_No results yet: run `python benchmarks/emonet.py`._"
-    res = json.loads(path.read_text())
+    res = read_json_object(path)
     fixed = res.get("fixed", {})
     rows = [
         "| corpus (test utterances) | " + " | ".join(EMONET_REGIMES.values()) + " |",
@@ -240,7 +241,7 @@ def emonet_caption(res: dict[str, Any]) -> str:
 def best_svm_fixed(path: Path) -> list[str]:
     if not path.is_file():
         return []
-    fixed = json.loads(path.read_text()).get("fixed", {})
+    fixed = read_json_object(path).get("fixed", {})
     cells = []
     for corpus, name in CORPUS_NAMES.items():
         systems = fixed.get(corpus, {})
@@ -275,7 +276,7 @@ def emonet_verdicts(res: dict[str, Any], baselines: Path) -> list[str]:
             lines.append(f"{name} {regime}: not run yet; {theirs}.")
         else:
             lines.append(f"{name} {regime}: {pct(ours)} % vs {theirs} — {points(ours, anchor['uar'])}.")
-    svm = json.loads(baselines.read_text()).get("loso", {}).get("emodb", {}) if baselines.is_file() else {}
+    svm = read_json_object(baselines).get("loso", {}).get("emodb", {}) if baselines.is_file() else {}
     best = max(svm, key=lambda k: svm[k]["uar"]) if svm else None
     for key, loso in res.get("loso", {}).items():
         if "uar" not in loso:
@@ -299,7 +300,7 @@ def emonet_speed_table(path: Path = RESULTS / "emonet_speed.json") -> str:
     """Throughput against the machine's matmul figure, and the memory of ``predict`` on long recordings."""
     if not path.is_file():
         return "_Not measured yet: run `python benchmarks/emonet_speed.py`._"
-    res = json.loads(path.read_text())
+    res = read_json_object(path)
     rows = [
         "| device | precision | input | × real time | achieved GFLOP/s | matmul GFLOP/s | fraction of matmul |",
         "|---|---|---|---|---|---|---|",

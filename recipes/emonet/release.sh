@@ -5,6 +5,7 @@
 # arousal/valence head, with the corpus's categories mapped as in EmoNet Table 2) by `sermodels evaluate`.
 set -euo pipefail
 recipe=$1; shift
+case " $* " in *" --export"*) echo "release.sh: the folder is the recipe's export:, do not override it" >&2; exit 2;; esac
 bin=${SERMODELS_BIN:-.venv/bin/sermodels}
 data=${SERMODELS_DATA:-../shared/data}
 out=$(awk '/^export:/ {print $2}' "$recipe")
