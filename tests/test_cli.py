@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from sermodels._registry import load_index
 from sermodels.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +48,9 @@ def test_predict_reports_and_skips_bad_files(tmp_path, capsys):
     rows = list(csv.DictReader(out.open()))
     good = [r for r in rows if r["label"]]
     assert len(good) == 5 and len(rows) == 8
-    labels = json.loads((REPO / "checkpoints" / "logmel_svm.emodb" / "config.json").read_text())["heads"]["emodb"]
+    default = load_index()["_default"]
+    config = json.loads((REPO / "checkpoints" / default / "config.json").read_text())
+    labels = config["heads"][config["default_head"]]
     assert list(rows[0])[:2] == ["path", "label"] and [f"score_{c}" for c in labels] == list(rows[0])[2:-1]
     for r in good:  # the label is the class with the highest score
         scores = {c: float(r[f"score_{c}"]) for c in labels}
