@@ -40,7 +40,7 @@ from sermodels.evaluation import evaluate_items
 from sermodels.hub import read_config, resolve
 from sermodels.inference import atomic_write_text
 from sermodels.metrics import mcnemar
-from sermodels.tasks.emonet import EmoNetTask
+from sermodels.tasks.emonet import EmoNetTask, quiet_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = {"emodb": "EMODB", "ravdess": "RAVDESS", "emovo": "EMOVO", "urdu": "URDU"}
@@ -117,16 +117,12 @@ def fit(
         schedule="plateau",
         patience=patience,
     )
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         accelerator="cpu",
         devices=1,
         precision=precision,
         max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
         enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
         limit_train_batches=limit_batches,
         limit_val_batches=limit_batches,
     )

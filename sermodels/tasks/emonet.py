@@ -359,6 +359,14 @@ class EmoNetTask(L.LightningModule):
         }
 
 
+def quiet_trainer(**options: Any) -> L.Trainer:
+    """A Trainer for fits run from code (finetune, benchmarks): no logger, no Lightning checkpoints (weights leave
+    as safetensors through ``export``), no model summary, no sanity validation; ``options`` override or extend."""
+    defaults = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False}
+    defaults["num_sanity_val_steps"] = 0
+    return L.Trainer(**(defaults | options))
+
+
 def _uar(pred: torch.Tensor, true: torch.Tensor) -> float:
     """Unweighted average recall over the classes present in ``true``."""
     recalls = []

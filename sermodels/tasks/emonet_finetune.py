@@ -91,7 +91,7 @@ def finetune(
 
     from sermodels.data import SERDataModule
     from sermodels.models.emonet import check_domain_name
-    from sermodels.tasks.emonet import EmoNetTask
+    from sermodels.tasks.emonet import EmoNetTask, quiet_trainer
     from sermodels.tasks.emonet_train import _trainer_info, export
 
     _check_options(regime, epochs, batch_size, max_duration, precision, patience)
@@ -126,16 +126,12 @@ def finetune(
         schedule="plateau",
         patience=patience or default_patience(epochs),
     )
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=epochs,
         accelerator=accelerator,
         devices=devices,
         precision=precision,
-        logger=False,
-        enable_checkpointing=False,
         enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
         log_every_n_steps=1,
     )
     started = time.perf_counter()
