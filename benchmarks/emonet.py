@@ -240,19 +240,7 @@ def main() -> None:
             if regime == "multi":
                 net, info = sermodels.load(args.base).eval(), {"epochs": 0, "seconds": 0.0}
             else:
-                net, info = fit(
-                    corpus,
-                    root,
-                    regime,
-                    base=args.base,
-                    epochs=args.epochs[regime],
-                    patience=args.patience,
-                    batch_size=args.batch_size,
-                    max_duration=args.max_duration,
-                    seed=args.seed,
-                    precision=args.precision,
-                    limit_batches=args.limit_batches,
-                )
+                net, info = fit(corpus, root, regime, base=args.base, epochs=args.epochs[regime], **fit_options(args))
             runs[regime] = {**info, "settings": settings, **score(net, test_items, corpus)}
             print(f"[emonet bench] {corpus} {regime}: test UAR {runs[regime]['uar']:.4f}", flush=True)
             save()
@@ -273,14 +261,9 @@ def main() -> None:
                 args.loso,
                 base=args.loso_base,
                 epochs=args.loso_epochs,
-                patience=args.patience,
-                batch_size=args.batch_size,
-                max_duration=args.max_duration,
-                seed=args.seed,
                 split="loso",
                 fold=fold,
-                precision=args.precision,
-                limit_batches=args.limit_batches,
+                **fit_options(args),
             )
             loso["folds"][speaker] = {**info, "settings": settings, **score(net, test, "emodb")}
             _pool(loso)
@@ -293,16 +276,13 @@ def run_settings(args, regime: str, base: str | None, epochs: int) -> dict[str, 
     weights = None
     if regime != "scratch":
         weights = hashlib.sha256((resolve(base) / "model.safetensors").read_bytes()).hexdigest()
-    return {
-        "epochs": epochs if regime != "multi" else 0,
-        "patience": args.patience,
-        "batch_size": args.batch_size,
-        "max_duration": args.max_duration,
-        "seed": args.seed,
-        "precision": args.precision,
-        "limit_batches": args.limit_batches,
-        "base_sha256": weights,
-    }
+    return {"epochs": epochs if regime != "multi" else 0, **fit_options(args), "base_sha256": weights}
+
+
+def fit_options(args) -> dict[str, Any]:
+    """The command-line settings every run of :func:`fit` shares."""
+    keys = ("patience", "batch_size", "max_duration", "seed", "precision", "limit_batches")
+    return {key: getattr(args, key) for key in keys}
 
 
 def _pool(loso: dict[str, Any]) -> None:

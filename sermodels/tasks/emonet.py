@@ -37,8 +37,8 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from sermodels.metrics import uar
 from sermodels.models.emonet import EmoNet
 
 TRANSFER_MODES = ("none", "adapters", "head", "full")
@@ -265,7 +265,7 @@ class EmoNetTask(L.LightningModule):
             pred, true = self._gathered(corpus)
             if true.numel() == 0:
                 continue
-            uars[corpus] = _uar(pred, true)
+            uars[corpus] = uar(true, pred)
             self.log(f"val/{corpus}/uar", uars[corpus], sync_dist=False)
         if not uars:
             return
@@ -365,18 +365,3 @@ def quiet_trainer(**options: Any) -> L.Trainer:
     defaults = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False}
     defaults["num_sanity_val_steps"] = 0
     return L.Trainer(**(defaults | options))
-
-
-def _uar(pred: torch.Tensor, true: torch.Tensor) -> float:
-    """Unweighted average recall over the classes present in ``true``."""
-    recalls = []
-    for cls in torch.unique(true):
-        hit = true == cls
-        recalls.append((pred[hit] == cls).float().mean())
-    return float(torch.stack(recalls).mean())
-
-
-def freeze_report(net: nn.Module) -> dict[str, int]:
-    """Trainable and frozen parameter counts."""
-    trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    return {"trainable": trainable, "frozen": sum(p.numel() for p in net.parameters()) - trainable}
