@@ -29,7 +29,7 @@ import torch
 from sermodels.models.base import SERModel
 
 # Modules whose import registers architectures. Add a module here when it defines a @register_model class.
-_MODEL_MODULES: list[str] = ["sermodels.models.svm", "sermodels.models.emonet"]
+_MODEL_MODULES: list[str] = ["sermodels.models.svm", "sermodels.models.emonet", "sermodels.models.deep_spectrum"]
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"

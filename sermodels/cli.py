@@ -6,10 +6,13 @@ sermodels predict --model ID PATH... [--out F]      emotions of files or folders
                   [--attention OUT.png|DIR]         + EmoNet attention maps (sermodels/plots.py)
 sermodels evaluate --model ID --corpus NAME --root DIR [--split test|dev|loso|cv6|cv5]
 sermodels fit-svm --config RECIPE.yaml [key=value ...]
+sermodels fit-deep-spectrum --config RECIPE.yaml [key=value ...]   Deep Spectrum features + SVM or linear head
 sermodels finetune --from ID --data DIR_OR_CSV --out DIR [--regime adapters|head|full]   EmoNet on your corpus
+sermodels features deepspectrum IN... -o OUT.csv|.npy|.parquet [--backbone NAME --window S ...]   Deep Spectrum features
 sermodels card ID_OR_FOLDER                         (re)generate a model card
 sermodels hub push ID_OR_FOLDER --repo-id ORG/NAME  upload a checkpoint folder
 sermodels hub index ID --repo-id ORG/NAME [--revision SHA] [--default]   pin it in the pretrained index
+sermodels convert-weights mobilenet_v2_int8 SRC -o DST.safetensors   torchvision int8 TorchScript -> timm float weights
 """
 
 from __future__ import annotations
@@ -101,7 +104,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides of the recipe")
     p.set_defaults(run=_fit_svm)
 
+    p = sub.add_parser(
+        "fit-deep-spectrum", help="fit a Deep Spectrum recipe (recipes/deep_spectrum/*.yaml) and write its folder"
+    )
+    p.add_argument("--config", required=True, help="recipe YAML (recipes/deep_spectrum/*.yaml)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the recipe")
+    p.set_defaults(run=_fit_deep_spectrum)
+
     _finetune_parser(sub)
+
+    from sermodels.features import extract
+
+    p = sub.add_parser("features", help="extract features of audio files to CSV/NPY/Parquet")
+    extract.add_parser(p.add_subparsers(dest="features_command", required=True))
 
     p = sub.add_parser("card", help="generate README.md of a checkpoint folder from config.json and metrics.json")
     p.add_argument("model")
@@ -126,6 +141,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     index.add_argument("--default", action="store_true", help="also make it the model behind the alias 'default'")
     index.set_defaults(run=_hub_index)
+
+    p = sub.add_parser(
+        "convert-weights", help="convert pretrained weights into safetensors, offline (trusted files only)"
+    )
+    p.add_argument(
+        "source_format",
+        choices=("mobilenet_v2_int8",),
+        help="mobilenet_v2_int8: torchvision's int8 TorchScript ImageNet MobileNetV2 -> timm mobilenetv2_100",
+    )
+    p.add_argument("src", help="the file to convert (TorchScript runs code when loaded: only files you trust)")
+    p.add_argument("-o", "--out", required=True, help="the .safetensors file to write")
+    p.set_defaults(run=_convert_weights)
     return parser
 
 
@@ -319,6 +346,16 @@ def _fit_svm(args) -> int:
     return 0
 
 
+def _fit_deep_spectrum(args) -> int:
+    from sermodels.card import write_model_card
+    from sermodels.tasks.deep_spectrum import load_recipe, release
+
+    out = release(load_recipe(args.config, args.overrides))
+    write_model_card(out)
+    print(f"wrote {out}")
+    return 0
+
+
 def _finetune_parser(sub) -> None:
     from sermodels.tasks import emonet_finetune as ft  # light: Lightning is imported when the command runs
 
@@ -413,6 +450,17 @@ def _hub_index(args) -> int:
     atomic_write_text(path, json.dumps(index, indent=2, sort_keys=True) + "\n")
     where = f"{args.repo_id}@{args.revision}" if args.revision else f"{args.repo_id} (not published yet)"
     print(f"pinned {args.model} -> {where} in {path}")
+    return 0
+
+
+def _convert_weights(args) -> int:
+    from sermodels.convert import convert_mobilenet_v2_int8
+    from sermodels.hub import sha256_of
+
+    if Path(args.out).suffix != ".safetensors":
+        raise ValueError(f"{args.out}: the output must be a .safetensors file")
+    convert_mobilenet_v2_int8(args.src, args.out)
+    print(f"{sha256_of(args.out)}  {args.out}")
     return 0
 
 

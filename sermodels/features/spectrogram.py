@@ -140,6 +140,18 @@ def spectrogram(
     return magnitude if power == 1.0 else magnitude.pow(power)
 
 
+def reflect_tails(waveforms: Tensor, lengths: Tensor, extra: int) -> Tensor:
+    """``(B, T + extra)``: each row of a padded batch continued past its own length by reflection, as a centred,
+    reflect-padded STFT pads a clip that is alone. Computing the STFT of the result and keeping each row's valid
+    frames gives every clip the spectrogram it has alone; with the batch's zero padding instead, its last frames
+    would differ. Rows need more than ``extra`` samples."""
+    width = waveforms.shape[-1]
+    positions = torch.arange(width + extra, device=waveforms.device)[None, :]
+    ends = lengths.to(device=waveforms.device, dtype=torch.long)[:, None]
+    source = torch.where(positions < ends, positions, 2 * (ends - 1) - positions).clamp(0, width - 1)
+    return waveforms.gather(1, source)
+
+
 def num_frames(lengths: Tensor, hop_length: int, center: bool = True, n_fft: int | None = None, pad: int = 0) -> Tensor:
     """Number of STFT frames that a waveform of each length in ``lengths (B,)`` yields on its own, ``(B,)`` long.
 

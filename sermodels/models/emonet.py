@@ -53,6 +53,7 @@ from torch import nn
 
 from sermodels._registry import register_model
 from sermodels.features import AmplitudeToDB, MelSpectrogram
+from sermodels.features.spectrogram import reflect_tails
 from sermodels.models.base import SERModel, valid_lengths
 
 #: §5.1: 512-point FFT, hop 256, 64 mel bands at 16 kHz.
@@ -378,11 +379,7 @@ class EmoNet(SERModel):
                 f"rows {short} of the batch have {lengths[short].tolist()} samples; EmoNet needs more than {half} "
                 f"per clip (audio files shorter than {self.min_duration} s are rejected when they are loaded)"
             )
-        width = waveforms.shape[-1]
-        positions = torch.arange(width + half, device=waveforms.device)[None, :]
-        ends = lengths[:, None]
-        source = torch.where(positions < ends, positions, 2 * (ends - 1) - positions).clamp(0, width - 1)
-        return waveforms.gather(1, source)
+        return reflect_tails(waveforms, lengths, half)
 
     def features(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None, head: str | None = None):
         """Last feature map ``(B, C, F', T')`` of a domain's network and its valid time steps."""

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Release a Deep Spectrum recipe: convert the offline ImageNet MobileNetV2 (int8 TorchScript -> float safetensors),
+# fit the recipe's head, score the fixed test split with the evaluation command, write the card:
+#   recipes/deep_spectrum/release.sh recipes/deep_spectrum/mobilenetv2.emodb.yaml [key=value overrides...]
+set -euo pipefail
+recipe=$1; shift
+bin=${SERMODELS_BIN:-.venv/bin/sermodels}
+data=${SERMODELS_DATA:-../shared/data}
+weights=runs/weights/mobilenetv2_100_imagenet.safetensors
+mkdir -p "$(dirname "$weights")"
+$bin convert-weights mobilenet_v2_int8 "$data/../weights/mobilenet_v2_imagenet_int8_torchscript.pt" -o "$weights"
+out=$(awk '/^output:/ {print $2}' "$recipe")
+corpus=$(awk '/^corpus:/ {print $2}' "$recipe")
+root=$(awk '/^root:/ {print $2}' "$recipe")
+$bin fit-deep-spectrum --config "$recipe" "$@"
+rm -f "$out/metrics.json"
+$bin evaluate --model "$out" --corpus "$corpus" --root "$root" --split test --no-progress \
+  --out "runs/$(basename "$out")/$corpus-test.json" --metrics "$out/metrics.json"
+$bin card "$out"

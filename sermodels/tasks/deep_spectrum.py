@@ -1,0 +1,436 @@
+"""Fitting the linear layer of a :class:`~sermodels.models.deep_spectrum.DeepSpectrumModel` on frozen features.
+
+(a) The paper's protocol (EmoNet paper §4.1-4.2): features of every file of the fixed split, z-normalisation and a
+    class-balanced linear SVM with C chosen on dev from 1 down to 1e-9, refit on train + dev (:func:`fit_svm`,
+    reusing :mod:`sermodels.tasks.svm`); the hyperplanes are copied into the model's linear layer.
+(b) :class:`DeepSpectrumTask`: a LightningModule holding the model with its frozen extractor; the z-score is fitted
+    on the training features before the first step, then a softmax linear head is trained with class-weighted
+    cross-entropy and Adam; the weights with the best dev UAR are kept. Features of unchanged clips (no random
+    crop) are computed once and reused across epochs.
+
+:func:`release` runs a recipe (``recipes/deep_spectrum/*.yaml``) end to end and writes a checkpoint folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
+import sermodels
+from sermodels.audio import load_audio
+from sermodels.features.deepspectrum import DeepSpectrum
+from sermodels.metrics import uar
+from sermodels.models.deep_spectrum import DeepSpectrumModel
+from sermodels.tasks.svm import SVMFit, fit_fixed
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# ---------------------------------------------------------------------------------------------------- features
+
+
+def autocast(device: str | torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for the extractor: ``fp32`` (none), ``bf16`` (CPU or GPU), ``fp16`` (GPU only)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+    device_type = torch.device(device).type
+    if precision == "fp16" and device_type != "cuda":
+        raise ValueError("fp16 autocast needs a CUDA device; use bf16 on CPU")
+    if PRECISIONS[precision] is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=PRECISIONS[precision])
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 over a module's state dict (names, shapes, bytes): identifies the weights a feature cache came from."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _batches(paths: Sequence, batch_size: int) -> Iterator[Sequence]:
+    for start in range(0, len(paths), batch_size):
+        yield paths[start : start + batch_size]
+
+
+@torch.inference_mode()
+def extract_features(
+    extractor: DeepSpectrum,
+    paths: Sequence[str | os.PathLike],
+    *,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Whole-file Deep Spectrum features ``(N, D)`` float32, optionally cached as one ``.npy`` per file list.
+
+    The cache key covers the files (path, size, mtime), the extractor's configuration, its weights' sha256 and
+    the precision, so a changed setting or weight never reuses stale features."""
+    rate = extractor.images.sample_rate
+    cache = None
+    if cache_dir is not None:
+        h = hashlib.sha256(
+            json.dumps([extractor.config(), weights_digest(extractor), precision, sermodels.__version__]).encode()
+        )
+        for p in paths:
+            st = os.stat(p)
+            h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        cache = Path(cache_dir) / f"deepspectrum-{h.hexdigest()[:20]}.npy"
+        if cache.is_file():
+            return np.load(cache, allow_pickle=False)
+    extractor = extractor.to(device).eval()
+    min_duration = extractor.images.min_samples() / rate
+    out = []
+    bar = tqdm(total=len(paths), disable=not progress, desc="deep spectrum", unit="file")
+    for chunk in _batches(list(paths), batch_size):
+        waves = [load_audio(p, rate, min_duration=min_duration) for p in chunk]
+        lengths = torch.tensor([len(w) for w in waves])
+        batch = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True).to(device)
+        with autocast(device, precision):
+            out.append(extractor(batch, lengths.to(device)).float().cpu().numpy())
+        bar.update(len(chunk))
+    bar.close()
+    feats = np.concatenate(out) if out else np.zeros((0, extractor.dim), dtype=np.float32)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npy")
+        np.save(tmp, feats)
+        tmp.replace(cache)
+    return feats
+
+
+# ---------------------------------------------------------------------------------------------------- (a) the SVM
+
+
+def fit_svm(model: DeepSpectrumModel, feats: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> SVMFit:
+    """C on dev, refit on train + dev (EmoNet paper §4.1), copied into ``model``; checked against scikit-learn on
+    the test features when ``feats`` has a "test" entry."""
+    if model.classifier_kind != "svm":
+        raise ValueError("fit_svm fills a model built with classifier='svm'")
+    fit = fit_fixed("linear", feats["train"], labels["train"], feats["dev"], labels["dev"])
+    if fit.labels != model.label_names():
+        raise ValueError(f"the model's labels {model.label_names()} differ from the fitted classes {fit.labels}")
+    scaler, svm = fit.pipeline.named_steps["zscore"], fit.pipeline.named_steps["svm"]
+    model.set_linear_svm(scaler.mean_, scaler.scale_, svm.coef_, svm.intercept_)
+    if "test" in feats:
+        with torch.inference_mode():
+            logits = model.classifier(model.standardizer(torch.from_numpy(feats["test"])))
+        ours = [fit.labels[i] for i in logits.argmax(-1).tolist()]
+        disagree = sum(a != b for a, b in zip(ours, fit.predict(feats["test"]).tolist()))
+        if disagree:
+            raise RuntimeError(f"the torch head disagrees with scikit-learn on {disagree}/{len(ours)} test files")
+    return fit
+
+
+# ---------------------------------------------------------------------------------------------------- (b) Lightning
+
+
+class DeepSpectrumTask(L.LightningModule):
+    """Frozen Deep Spectrum extractor + trainable softmax linear head, on batches of a one-corpus ``SERDataModule``.
+
+    Args:
+        backbone, layer, image, pool: the extractor (see :class:`DeepSpectrum`).
+        weights: a local ``.safetensors`` file of the backbone, "hub" (timm's pretrained weights), or None /
+            "random" (random initialisation: only meaningful as a control).
+        lr, weight_decay: Adam on the linear layer.
+        class_weighted: cross-entropy weighted by inverse class frequency of the training partition.
+        precision: autocast of the extractor (fp32, bf16; fp16 on GPU).
+        restore_best: keep the head with the best dev UAR.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "mobilenetv2_100",
+        weights: str | None = None,
+        layer: str | None = None,
+        image: dict[str, Any] | None = None,
+        pool: str = "avg",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        class_weighted: bool = True,
+        precision: str = "fp32",
+        restore_best: bool = True,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+        self.model: DeepSpectrumModel | None = None
+        self.class_weights: torch.Tensor | None = None
+        self._features: dict[str, torch.Tensor] = {}
+        self._cache_features = True
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.history: list[dict[str, float]] = []
+        self.best_uar = -1.0
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def setup(self, stage: str) -> None:
+        if self.model is not None:
+            return
+        data = self.trainer.datamodule
+        if data is None:
+            raise ValueError("DeepSpectrumTask needs a SERDataModule passed to the Trainer (datamodule=...)")
+        self.configure_from(data)
+
+    def configure_from(self, data) -> None:
+        data.setup("fit")
+        if len(data.corpus_names) != 1:
+            raise ValueError(f"DeepSpectrumTask trains one corpus's head; the data module has {data.corpus_names}")
+        corpus = data.corpus_names[0]
+        names = data.label_names
+        labels = names[corpus] if isinstance(names, dict) else list(names)
+        pretrained = _pretrained_arg(self.hparams.weights)
+        head = corpus if data.label_space == "categories" else data.label_space
+        self.model = DeepSpectrumModel(
+            labels,
+            head=head,
+            sample_rate=data.sample_rate,
+            backbone=self.hparams.backbone,
+            layer=self.hparams.layer,
+            image=self.hparams.image,
+            pool=self.hparams.pool,
+            classifier="linear",
+            pretrained=pretrained,
+        )
+        self.class_weights = data.class_weights(corpus) if self.hparams.class_weighted else None
+        # Features may be reused across epochs only when every epoch sees the same audio (no random crops).
+        self._cache_features = data.max_duration is None
+        self._train_set = data.datasets[corpus]["train"]
+
+    def _extract(self, batch: dict[str, Any]) -> torch.Tensor:
+        paths = batch["paths"]
+        if self._cache_features and all(p in self._features for p in paths):
+            return torch.stack([self._features[p] for p in paths]).to(self.device)
+        with torch.no_grad(), autocast(self.device, self.hparams.precision):
+            feats = self.model.features(batch["waveforms"], batch["lengths"]).float()
+        if self._cache_features:
+            for path, row in zip(paths, feats.cpu()):
+                self._features[path] = row
+        return feats
+
+    def on_fit_start(self) -> None:
+        """Fit the z-score on the training partition's features (whole clips) before the first step."""
+        from torch.utils.data import DataLoader
+
+        from sermodels.data.datamodule import pad_collate
+
+        loader = DataLoader(self._train_set, batch_size=self.trainer.datamodule.batch_size, collate_fn=pad_collate)
+        rows = []
+        for batch in loader:
+            batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            rows.append(self._extract(batch).cpu())
+        self.model.standardizer.fit(torch.cat(rows))
+
+    def forward(self, waveforms, lengths=None, head=None):
+        return self.model(waveforms, lengths, head)
+
+    def _logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.model.classifier(self.model.standardizer(self._extract(batch)))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        weight = None if self.class_weights is None else self.class_weights.to(self.device)
+        loss = F.cross_entropy(self._logits(batch), batch["labels"], weight=weight)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["paths"]))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = []
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._val.append((self._logits(batch).argmax(-1).cpu(), batch["labels"].cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        pred = torch.cat([p for p, _ in self._val])
+        true = torch.cat([t for _, t in self._val])
+        score = uar(true, pred)
+        self.log("val/uar", score, prog_bar=True)
+        if self.trainer.sanity_checking:
+            return
+        self.history.append({"epoch": self.current_epoch, "step": self.global_step, "val_uar": score})
+        if score > self.best_uar:
+            self.best_uar = score
+            if self.hparams.restore_best:
+                self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.classifier.state_dict().items()}
+
+    def on_fit_end(self) -> None:
+        if self.hparams.restore_best and self.best_state is not None:
+            self.model.classifier.load_state_dict(self.best_state)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(
+            self.model.classifier.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+
+
+# ---------------------------------------------------------------------------------------------------- recipes
+
+RECIPE_DEFAULTS = {
+    "arch": "deep_spectrum",
+    "split": "fixed",
+    "sample_rate": 16000,
+    "backbone": "mobilenetv2_100",
+    "weights": None,
+    "layer": None,
+    "pool": "avg",
+    "image": {},
+    "classifier": "svm",
+    "batch_size": 16,
+    "precision": "fp32",
+    "cache_dir": None,
+    # (b) only
+    "epochs": 30,
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "seed": 0,
+}
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """A Deep Spectrum recipe YAML merged over :data:`RECIPE_DEFAULTS`, with ``key=value`` overrides."""
+    cfg = OmegaConf.merge(
+        OmegaConf.create(RECIPE_DEFAULTS), OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides))
+    )
+    missing = [k for k in ("id", "corpus", "root", "output") if k not in cfg]
+    if missing:
+        raise ValueError(f"{path}: recipe lacks {missing}")
+    if cfg.arch != "deep_spectrum":
+        raise ValueError(f"{path}: arch must be deep_spectrum, got {cfg.arch!r}")
+    recipe = OmegaConf.to_container(cfg, resolve=True)
+    recipe["recipe_path"] = str(path)
+    return recipe
+
+
+def _pretrained_arg(weights: str | None) -> bool | str:
+    if weights in (None, "random"):
+        return False
+    return True if weights == "hub" else weights
+
+
+def release(recipe: dict[str, Any]) -> Path:
+    """Fit a recipe's head on the fixed split and save the checkpoint folder (config, weights; the card and test
+    metrics come from ``sermodels card`` / ``sermodels evaluate``)."""
+    from sermodels._registry import save_pretrained
+    from sermodels.data import load_corpus
+
+    corpus = load_corpus(recipe["corpus"], recipe["root"])
+    split = corpus.split(recipe["split"])
+    labels = sorted({it.label for it in corpus.items})
+    torch.manual_seed(recipe["seed"])  # the backbone's random initialisation, when it has no weights
+    if recipe["classifier"] == "svm":
+        model = DeepSpectrumModel(
+            labels,
+            head=recipe["corpus"],
+            sample_rate=recipe["sample_rate"],
+            backbone=recipe["backbone"],
+            layer=recipe["layer"],
+            image=recipe["image"],
+            pool=recipe["pool"],
+            classifier="svm",
+            pretrained=_pretrained_arg(recipe["weights"]),
+        )
+        paths = {name: [it.path for it in split[name]] for name in ("train", "dev", "test")}
+        feats = {
+            name: extract_features(
+                model.extractor, p, batch_size=recipe["batch_size"], precision=recipe["precision"],
+                cache_dir=recipe["cache_dir"],
+            )
+            for name, p in paths.items()
+        }  # fmt: skip
+        ys = {name: np.array([it.label for it in split[name]]) for name in paths}
+        fit = fit_svm(model, feats, ys)
+        classifier = {"kind": "linear_svm", "class_weight": "balanced", **fit.params}
+        selection: Any = fit.selection
+    else:
+        model, classifier, selection = _fit_linear(recipe)
+    info = {k: v for k, v in corpus.info().items() if k != "root"}
+    out = Path(recipe["output"])
+    save_pretrained(
+        model.eval(),
+        out,
+        extra={
+            "id": recipe["id"],
+            "training": {
+                "recipe": recipe.get("recipe_path"),
+                "corpora": [info],
+                "split": recipe["split"],
+                "partitions": {
+                    "select": "dev",
+                    "fit": ["train", "dev"] if recipe["classifier"] == "svm" else ["train"],
+                },
+                "files": {name: len(split[name]) for name in ("train", "dev", "test")},
+                "backbone_weights": _weights_provenance(recipe["weights"]),
+                "classifier": classifier,
+                "selection": selection,
+            },
+        },
+    )
+    return out
+
+
+def _weights_provenance(weights: str | None) -> dict[str, Any]:
+    if weights in (None, "random"):
+        return {"source": "random initialisation"}
+    if weights == "hub":
+        return {"source": "timm pretrained weights from the Hugging Face Hub"}
+    from safetensors import safe_open
+
+    with safe_open(weights, framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    return {"file": Path(weights).name, **{k: meta[k] for k in sorted(meta) if k != "format"}}
+
+
+def _fit_linear(recipe: dict[str, Any]) -> tuple[DeepSpectrumModel, dict, list]:
+    from sermodels.data import SERDataModule
+    from sermodels.tasks.emonet import quiet_trainer
+
+    L.seed_everything(recipe["seed"], workers=True, verbose=False)
+    data = SERDataModule(
+        [recipe["corpus"]],
+        {recipe["corpus"]: recipe["root"]},
+        split=recipe["split"],
+        batch_size=recipe["batch_size"],
+        max_duration=None,
+        sample_rate=recipe["sample_rate"],
+        seed=recipe["seed"],
+    )
+    task = DeepSpectrumTask(
+        backbone=recipe["backbone"],
+        weights=recipe["weights"],
+        layer=recipe["layer"],
+        image=recipe["image"],
+        pool=recipe["pool"],
+        lr=recipe["lr"],
+        weight_decay=recipe["weight_decay"],
+        precision=recipe["precision"],
+    )
+    trainer = quiet_trainer(
+        max_epochs=recipe["epochs"], accelerator="cpu", deterministic=True, enable_progress_bar=False
+    )
+    trainer.fit(task, datamodule=data)
+    classifier = {
+        "kind": "softmax_linear",
+        "epochs": recipe["epochs"],
+        "lr": recipe["lr"],
+        "weight_decay": recipe["weight_decay"],
+        "best_dev_uar": task.best_uar,
+    }
+    return task.model, classifier, task.history
