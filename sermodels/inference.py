@@ -428,7 +428,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = _create_beside(path)
+    handle, tmp_name = create_beside(path)
     try:
         with os.fdopen(handle, "wb") as tmp:
             if path.exists():  # before any data goes in: a private file's contents never sit in a wider-open one
@@ -442,7 +442,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def _create_beside(path: Path) -> tuple[int, str]:
+def create_beside(path: Path) -> tuple[int, str]:
     """Create a new, uniquely named hidden file next to ``path``; return its open descriptor and its name.
 
     Unlike ``tempfile.mkstemp`` (always mode 0600) the file is opened with mode 0666 and the OS applies the umask,

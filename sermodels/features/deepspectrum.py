@@ -38,6 +38,8 @@ Departures
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import math
 import warnings
@@ -201,13 +203,23 @@ class SpectrogramImage(nn.Module):
             db = torch.maximum(db, peak - self.top_db)
         return db, valid
 
-    def normalise(self, db: Tensor, valid: Tensor) -> Tensor:
-        """Each clip scaled to [0, 1] by its own min .. max over valid frames (0 where the clip is constant)."""
+    def value_range(self, db: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """Each clip's minimum and maximum ``(B, 1, 1)`` over its valid frames (the plot's colour limits)."""
         mask = torch.arange(db.shape[-1], device=db.device)[None, None, :] < valid[:, None, None]
         low = db.masked_fill(~mask, math.inf).amin(dim=(1, 2), keepdim=True)
         high = db.masked_fill(~mask, -math.inf).amax(dim=(1, 2), keepdim=True)
+        return low, high
+
+    @staticmethod
+    def rescale(values: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        """``(values - low) / (high - low)``, 0 where a clip is constant (matplotlib's ``Normalize``)."""
         span = high - low
-        return torch.where(span > 0, (db - low) / span.clamp(min=torch.finfo(db.dtype).tiny), torch.zeros_like(db))
+        safe = span.clamp(min=torch.finfo(values.dtype).tiny)
+        return torch.where(span > 0, (values - low) / safe, torch.zeros_like(values))
+
+    def normalise(self, db: Tensor, valid: Tensor) -> Tensor:
+        """Each clip scaled to [0, 1] by its own min .. max over valid frames (0 where the clip is constant)."""
+        return self.rescale(db, *self.value_range(db, valid))
 
     def resample(self, values: Tensor, valid: Tensor) -> Tensor:
         """``(B, rows, frames)`` -> ``(B, H, W)``, image row 0 at the top (highest frequency), each clip's valid
@@ -215,13 +227,15 @@ class SpectrogramImage(nn.Module):
         height, width = self.size
         batch, n_rows, _ = values.shape
         if self.resize == "nearest":
-            # Pixel centres in data coordinates (float64: exact ties), sampled as matplotlib's nearest-neighbour
-            # resampling does: columns round ties down, rows are counted from the bottom and round ties up.
-            centre_x = (torch.arange(width, device=values.device, dtype=torch.float64) + 0.5) / width
-            cols = (centre_x[None, :] * valid[:, None].double()).ceil().long() - 1
+            # Pixel centres in data coordinates as exact fractions (integer arithmetic: in float64 some ties land a
+            # hair off), sampled as matplotlib's nearest-neighbour resampling does: column x is centred at
+            # (2x + 1) frames / 2W and rounds ties down; image row y is centred at (2 (H - y) - 1) rows / 2H from
+            # the bottom and rounds ties up.
+            odd_x = 2 * torch.arange(width, device=values.device) + 1
+            cols = (odd_x[None, :] * valid[:, None] + 2 * width - 1) // (2 * width) - 1  # ceil(centre) - 1
             cols = torch.minimum(cols.clamp(min=0), (valid - 1)[:, None])  # (B, W)
-            centre_y = (height - torch.arange(height, device=values.device, dtype=torch.float64) - 0.5) / height
-            rows = (centre_y * n_rows).floor().long().clamp(0, n_rows - 1)  # image row 0 = highest frequency
+            odd_y = 2 * (height - torch.arange(height, device=values.device)) - 1
+            rows = (odd_y * n_rows // (2 * height)).clamp(0, n_rows - 1)  # image row 0 = highest frequency
             picked = values.index_select(1, rows)  # (B, H, frames)
             return picked.gather(2, cols[:, None, :].expand(batch, height, width))
         out = values.new_empty(batch, height, width)
@@ -236,8 +250,12 @@ class SpectrogramImage(nn.Module):
         return self.lut[index].permute(0, 3, 1, 2)
 
     def forward(self, waveforms: Tensor, lengths: Tensor | None = None) -> Tensor:
-        db, valid = self.decibels(waveforms, lengths)
-        return self.colour(self.resample(self.normalise(db, valid), valid))
+        # The picture is 8-bit and a power spectrogram overflows float16: rendered in float32 even under autocast.
+        with torch.autocast(waveforms.device.type, enabled=False):
+            db, valid = self.decibels(waveforms, lengths)
+            # Scaling is affine per clip, so it commutes with resampling: scale the H x W pixels, not every bin.
+            low, high = self.value_range(db, valid)
+            return self.colour(self.rescale(self.resample(db, valid), low, high))
 
 
 def matplotlib_image(
@@ -304,13 +322,20 @@ def load_backbone_weights(model: nn.Module, path: str | Path, name: str = "") ->
         state = load_file(str(path))
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    reshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or reshaped:
+        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in reshaped]
         raise ValueError(
-            f"{path}: weights do not fit timm model {name!r}: missing {sorted(missing)[:5]}"
-            f"{'...' if len(missing) > 5 else ''}, unexpected {sorted(unexpected)[:5]}"
-            f"{'...' if len(unexpected) > 5 else ''}"
+            f"{path}: weights do not fit timm model {name!r}: missing {_some(missing)}, unexpected "
+            f"{_some(unexpected)}, wrong shape (file vs model) {_some(shapes)}"
         )
+    model.load_state_dict(state, strict=True)
+
+
+def _some(names: list[str], count: int = 5) -> str:
+    return f"{names[:count]}{'...' if len(names) > count else ''}"
 
 
 def default_layer(backbone: str) -> str:
@@ -346,7 +371,8 @@ class DeepSpectrum(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32)[None, :, None, None], persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32)[None, :, None, None], persistent=False)
         self._target = self._resolve_layer()
-        self.dim = int(self.features_of_images(torch.zeros(1, 3, *self.images.size)).shape[-1])
+        with torch.no_grad():
+            self.dim = int(self.features_of_images(torch.zeros(1, 3, *self.images.size)).shape[-1])
 
     def _resolve_layer(self) -> str:
         name = self.layer
@@ -400,6 +426,40 @@ class DeepSpectrum(nn.Module):
         return self
 
 
+# ---------------------------------------------------------------------------------------------------- running
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(precision: str, device: str | torch.device) -> torch.dtype | None:
+    """The autocast dtype of a precision name: fp32 (none), bf16 (CPU or GPU), fp16 (GPU only)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+    device = torch.device(device)
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"precision fp16 needs a CUDA device (got {device}); on the CPU use bf16 (bfloat16 autocast) or fp32"
+        )
+    return PRECISIONS[precision]
+
+
+def autocast(device: str | torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for the backbone (see :func:`autocast_dtype`); a no-op for fp32."""
+    dtype = autocast_dtype(precision, device)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def weights_digest(module: nn.Module) -> str:
+    """sha256 over a module's state dict (names, dtypes, shapes, bytes): the weights that actually run, e.g. to key
+    a feature cache or to refuse resuming an extraction with other weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 # ---------------------------------------------------------------------------------------------------- windowing
 
 
@@ -435,6 +495,8 @@ def plan_windows(
         return Windows([first / sample_rate], [(first, last)])
     size = int(round(window * sample_rate))
     step = int(round((hop or window) * sample_rate))
+    if size < 1 or step < 1:
+        raise ValueError(f"window={window} s and hop={hop} s must each be at least one sample (1/{sample_rate} s)")
     if size > last - first:
         return Windows([first / sample_rate], [(first, last)])
     offsets = range(first, last - size + 1, step)

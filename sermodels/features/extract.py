@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import csv
 import functools
-import hashlib
 import io
 import json
 import os
@@ -77,16 +76,18 @@ from sermodels.features.deepspectrum import (
     DS_N_MELS,
     KINDS,
     POOLS,
+    PRECISIONS,
     RESIZES,
     SCALES,
     DeepSpectrum,
+    autocast_dtype,
     plan_windows,
+    weights_digest,
 )
 from sermodels.hub import sha256_of
-from sermodels.inference import AUDIO_EXTENSIONS, _create_beside, atomic_write_bytes, atomic_write_text, expand_inputs
+from sermodels.inference import AUDIO_EXTENSIONS, atomic_write_bytes, atomic_write_text, create_beside, expand_inputs
 
 FORMATS = (".csv", ".npy", ".parquet")
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 NAME_COLUMN, TIME_COLUMN, CLASS_COLUMN, FEATURE_PREFIX = "name", "timeStamp", "class", "neuron_"  # toolkit's names
 DEFAULT_BATCH_SIZE = 32
 GROUP_BATCHES = 4  # a shard holds about this many batches of images: the most work an interruption can lose
@@ -234,26 +235,6 @@ def build_extractor(
     return extractor, f"sha256:{sha256_of(weights)}"
 
 
-def state_fingerprint(module: torch.nn.Module) -> str:
-    """sha256 over a module's state dict (names, dtypes, shapes, bytes): the weights that actually run."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        value = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError(
-            f"precision fp16 needs a CUDA device (got {device}); on the CPU use bf16 (bfloat16 autocast) or fp32"
-        )
-    return PRECISIONS[precision]
-
-
 def resolve_device(device: str | torch.device) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -311,7 +292,7 @@ def extract_to_file(
         "partial_format": PARTIAL_FORMAT,
         "extractor": extractor.config(),
         "weights": weights_id,
-        "weights_state_sha256": state_fingerprint(extractor),
+        "weights_state_sha256": weights_digest(extractor),
         "window": window,
         "hop": hop,
         "start": float(start),
@@ -658,7 +639,7 @@ class _AtomicOutput:
 
     def __enter__(self) -> Path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = _create_beside(self.path)
+        handle, name = create_beside(self.path)
         os.close(handle)
         self.tmp = Path(name)
         return self.tmp

@@ -32,6 +32,7 @@ from sermodels._registry import register_model
 from sermodels.features import Standardizer
 from sermodels.features.deepspectrum import DS_BACKBONE, DeepSpectrum
 from sermodels.models.base import SERModel, valid_lengths
+from sermodels.models.svm import copy_linear_svm, copy_standardizer
 
 CLASSIFIERS = ("svm", "linear")
 MIN_DURATION_S = 0.05  # a few STFT frames; the centred 512-point STFT itself needs 257 samples (16 ms)
@@ -111,25 +112,9 @@ class DeepSpectrumModel(SERModel):
         self.extractor.train(False)  # frozen: BN statistics and dropout of the backbone never change
         return self
 
-    @torch.no_grad()
     def set_standardizer(self, mean: np.ndarray, std: np.ndarray) -> None:
-        dim = self.classifier.in_features
-        mean, std = np.asarray(mean), np.asarray(std)
-        if mean.shape != (dim,) or std.shape != (dim,):
-            raise ValueError(f"standardiser mean/std must have shape ({dim},), got {mean.shape} and {std.shape}")
-        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
-            raise ValueError("standardiser mean/std must be finite and std > 0")
-        self.standardizer.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-        self.standardizer.std.copy_(torch.as_tensor(std, dtype=torch.float32))
+        copy_standardizer(self.standardizer, mean, std)
 
-    @torch.no_grad()
     def set_linear_svm(self, mean: np.ndarray, std: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> None:
         """Copy a fitted standardiser and one-vs-rest linear SVM (``coef (C|1, D)``, ``intercept (C|1,)``) in."""
-        num_classes, dim = self.classifier.out_features, self.classifier.in_features
-        self.set_standardizer(mean, std)
-        if coef.shape[0] == 1 and num_classes == 2:
-            coef, intercept = np.concatenate([-coef, coef]), np.concatenate([-intercept, intercept])
-        if coef.shape != (num_classes, dim):
-            raise ValueError(f"SVM coefficients of shape {coef.shape} do not fit {num_classes} classes")
-        self.classifier.weight.copy_(torch.as_tensor(coef, dtype=torch.float32))
-        self.classifier.bias.copy_(torch.as_tensor(intercept, dtype=torch.float32))
+        copy_linear_svm(self.standardizer, self.classifier, mean, std, coef, intercept)

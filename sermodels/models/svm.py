@@ -80,20 +80,41 @@ class LogMelSVM(SERModel):
         self.resolve_head(head)
         return self.classifier(self.embed(waveforms, lengths))
 
-    @torch.no_grad()
     def set_linear_svm(self, mean: np.ndarray, std: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> None:
         """Copy a fitted standardiser and one-vs-rest linear SVM (``coef (C|1, D)``, ``intercept (C|1,)``) in."""
-        num_classes, dim = self.classifier.out_features, self.classifier.in_features
-        mean, std = np.asarray(mean), np.asarray(std)
-        if mean.shape != (dim,) or std.shape != (dim,):
-            raise ValueError(f"standardiser mean/std must have shape ({dim},), got {mean.shape} and {std.shape}")
-        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
-            raise ValueError("standardiser mean/std must be finite and std > 0")
-        if coef.shape[0] == 1 and num_classes == 2:
-            coef, intercept = np.concatenate([-coef, coef]), np.concatenate([-intercept, intercept])
-        if coef.shape != (num_classes, dim):
-            raise ValueError(f"SVM coefficients of shape {coef.shape} do not fit {num_classes} classes")
-        self.standardizer.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-        self.standardizer.std.copy_(torch.as_tensor(std, dtype=torch.float32))
-        self.classifier.weight.copy_(torch.as_tensor(coef, dtype=torch.float32))
-        self.classifier.bias.copy_(torch.as_tensor(intercept, dtype=torch.float32))
+        copy_linear_svm(self.standardizer, self.classifier, mean, std, coef, intercept)
+
+
+@torch.no_grad()
+def copy_standardizer(standardizer: Standardizer, mean: np.ndarray, std: np.ndarray) -> None:
+    """Write fitted z-score statistics ``(D,)`` (e.g. a scikit-learn ``StandardScaler``'s) into ``standardizer``."""
+    dim = standardizer.dim
+    mean, std = np.asarray(mean), np.asarray(std)
+    if mean.shape != (dim,) or std.shape != (dim,):
+        raise ValueError(f"standardiser mean/std must have shape ({dim},), got {mean.shape} and {std.shape}")
+    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+        raise ValueError("standardiser mean/std must be finite and std > 0")
+    standardizer.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+    standardizer.std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+
+@torch.no_grad()
+def copy_linear_svm(
+    standardizer: Standardizer,
+    classifier: nn.Linear,
+    mean: np.ndarray,
+    std: np.ndarray,
+    coef: np.ndarray,
+    intercept: np.ndarray,
+) -> None:
+    """A fitted z-score + one-vs-rest linear SVM into ``standardizer`` and ``classifier``; a two-class SVM's single
+    hyperplane becomes the rows (-w, +w) with biases (-b, +b), so that argmax is the SVM's decision."""
+    num_classes, dim = classifier.out_features, classifier.in_features
+    copy_standardizer(standardizer, mean, std)
+    coef, intercept = np.asarray(coef), np.asarray(intercept)
+    if coef.shape[0] == 1 and num_classes == 2:
+        coef, intercept = np.concatenate([-coef, coef]), np.concatenate([-intercept, intercept])
+    if coef.shape != (num_classes, dim):
+        raise ValueError(f"SVM coefficients of shape {coef.shape} do not fit {num_classes} classes")
+    classifier.weight.copy_(torch.as_tensor(coef, dtype=torch.float32))
+    classifier.bias.copy_(torch.as_tensor(intercept, dtype=torch.float32))

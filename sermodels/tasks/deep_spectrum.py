@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -30,37 +29,12 @@ from tqdm.auto import tqdm
 
 import sermodels
 from sermodels.audio import load_audio
-from sermodels.features.deepspectrum import DeepSpectrum
+from sermodels.features.deepspectrum import PRECISIONS, DeepSpectrum, autocast, weights_digest
 from sermodels.metrics import uar
 from sermodels.models.deep_spectrum import DeepSpectrumModel
 from sermodels.tasks.svm import SVMFit, fit_fixed
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 # ---------------------------------------------------------------------------------------------------- features
-
-
-def autocast(device: str | torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed precision for the extractor: ``fp32`` (none), ``bf16`` (CPU or GPU), ``fp16`` (GPU only)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
-    device_type = torch.device(device).type
-    if precision == "fp16" and device_type != "cuda":
-        raise ValueError("fp16 autocast needs a CUDA device; use bf16 on CPU")
-    if PRECISIONS[precision] is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type, dtype=PRECISIONS[precision])
-
-
-def weights_digest(module: torch.nn.Module) -> str:
-    """sha256 over a module's state dict (names, shapes, bytes): identifies the weights a feature cache came from."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}\n".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def _batches(paths: Sequence, batch_size: int) -> Iterator[Sequence]:
