@@ -111,6 +111,13 @@ def test_recipe_defaults_and_errors(tmp_path):
     bad.write_text("id: x\ncorpus: emodb\nroot: r\noutput: o\narch: emonet_wrn\n")
     with pytest.raises(ValueError, match="deep_spectrum"):
         load_recipe(bad)
+    recipe_path = REPO / "recipes" / "deep_spectrum" / "mobilenetv2.emodb.yaml"
+    with pytest.raises(ValueError, match="weights must be 'hub', 'random' or a .safetensors file"):
+        load_recipe(recipe_path, ["weights=backbone.pt"])
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        load_recipe(recipe_path, ["precision=fp16"])
+    with pytest.raises(ValueError, match="weights must be"):
+        DeepSpectrumTask(weights="backbone.pth")
 
 
 @pytest.mark.slow
@@ -138,3 +145,18 @@ def test_fit_deep_spectrum_cli_releases_a_loadable_linear_head(imagenet_weights,
     with torch.inference_mode():
         probs = model.scores(model(wave[None]))
     assert probs.shape == (1, 7) and torch.allclose(probs.sum(), torch.tensor(1.0))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cuda_extraction_matches_cpu(imagenet_weights, emodb, precision):
+    """On a GPU the images are rendered in float32 and the backbone runs under autocast: features close to CPU fp32."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    corpus, _ = emodb
+    paths = [it.path for it in corpus.items[:8]]
+    extractor = DeepSpectrum("mobilenetv2_100", pretrained=imagenet_weights, image=IMAGE)
+    cpu = extract_features(extractor, paths, batch_size=4)
+    gpu = extract_features(extractor, paths, batch_size=4, device="cuda", precision=precision)
+    cosine = (cpu * gpu).sum(1) / (np.linalg.norm(cpu, axis=1) * np.linalg.norm(gpu, axis=1))
+    assert cosine.min() > (0.9999 if precision == "fp32" else 0.99), cosine

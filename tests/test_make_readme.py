@@ -6,27 +6,18 @@ The EmoNet results are assembled with benchmarks/emonet.py's own ``compare`` (Mc
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from bench_scripts import load_script
 
 from sermodels.metrics import uar
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-make_readme = _script("make_readme")
+make_readme = load_script("make_readme")
 
 # 20 test utterances of two classes; scratch gets the first half of each class right.
 TRUE = [0] * 10 + [1] * 10
@@ -54,7 +45,7 @@ def _run(predicted: list[int]) -> dict:
 
 @pytest.fixture
 def emonet_results(tmp_path) -> tuple[Path, Path]:
-    emonet = _script("emonet")
+    emonet = load_script("emonet")
     result = {
         "fixed": {"emodb": {regime: _run(predicted) for regime, predicted in PREDICTIONS.items()}},
         "loso": {},

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sermodels.tasks.deep_spectrum import load_recipe as load_deep_spectrum_recipe
 from sermodels.tasks.svm_release import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +42,9 @@ def test_recipe_parses_and_names_a_release(recipe):
     if recipe.parent.name == "emonet":
         cfg = _parse_emonet_recipe(recipe)
         output = cfg["export"]
+    elif recipe.parent.name == "deep_spectrum":
+        cfg = load_deep_spectrum_recipe(recipe)
+        output = cfg["output"]
     else:
         cfg = load_recipe(recipe)
         output = cfg["output"]

@@ -9,9 +9,13 @@ data=${SERMODELS_DATA:-../shared/data}
 weights=runs/weights/mobilenetv2_100_imagenet.safetensors
 mkdir -p "$(dirname "$weights")"
 $bin convert-weights mobilenet_v2_int8 "$data/../weights/mobilenet_v2_imagenet_int8_torchscript.pt" -o "$weights"
-out=$(awk '/^output:/ {print $2}' "$recipe")
-corpus=$(awk '/^corpus:/ {print $2}' "$recipe")
-root=$(awk '/^root:/ {print $2}' "$recipe")
+# The recipe's values after the command-line overrides, read by the same loader as the fit.
+setting() { ${SERMODELS_PYTHON:-.venv/bin/python} -c 'import sys
+from sermodels.tasks.deep_spectrum import load_recipe
+print(load_recipe(sys.argv[1], sys.argv[3:])[sys.argv[2]])' "$recipe" "$1" "${@:2}"; }
+out=$(setting output "$@")
+corpus=$(setting corpus "$@")
+root=$(setting root "$@")
 $bin fit-deep-spectrum --config "$recipe" "$@"
 rm -f "$out/metrics.json"
 $bin evaluate --model "$out" --corpus "$corpus" --root "$root" --split test --no-progress \

@@ -5,8 +5,11 @@ Provenance
   the EmoNet paper's Deep Spectrum baseline (Gerczuk et al., IEEE Trans. Affective Computing, §2.3, §4.2): a
   (mel-)spectrogram is plotted with a colour map, the plot is resized to the CNN's input size (224 x 224), passed
   through an ImageNet CNN, and the activations of one layer (VGG16 ``fc7``, 4096-d) are the features.
-- §4.2 settings: 128 mel filters, the magma colour map, whole files (no windowing), VGG16. The STFT follows §5.1
-  (512-point FFT, hop 256 at 16 kHz). The toolkit's own default colour map is viridis; so is ours.
+- §4.2 settings: 128 mel filters, the magma colour map, whole files (no windowing), VGG16. The rest follows the
+  Deep Spectrum toolkit's plotting defaults (its behaviour, as documented by its source): a Hann-windowed STFT of
+  the next power of two above 25 ms (512 points at 16 kHz, also §5.1) with a hop of half that, not centred (no
+  padding at the ends); librosa's default mel filterbank (Slaney mel scale, Slaney area normalisation); power in dB
+  relative to the image's peak with no floor; the viridis colour map by default.
 
 What "plotting" means here
 The original draws the dB spectrogram with matplotlib, saves the figure and reads the image back. The picture is a
@@ -14,7 +17,8 @@ function of the data alone, so :class:`SpectrogramImage` computes it directly, b
 
 1. power spectrogram (mel with ``n_mels`` filters, or linear STFT bins), optionally re-sampled on a logarithmic
    frequency axis (``scale="log"``: the rows a log-scaled y axis would show);
-2. decibels relative to the image's peak, floored ``top_db`` below it;
+2. decibels relative to the image's peak (``top_db`` floors them that far below it; None, the toolkit's
+   choice, keeps the full range);
 3. the plot's colour normalisation: each image scaled to its own minimum .. maximum (matplotlib's autoscaled
    ``Normalize``), computed over the clip's valid frames only;
 4. nearest-neighbour resampling to ``size`` (what an axes-filling ``imshow(..., interpolation="nearest",
@@ -27,8 +31,12 @@ function of the data alone, so :class:`SpectrogramImage` computes it directly, b
 test and ``benchmarks/deep_spectrum.py`` compare the two.
 
 Departures
-- In a padded batch each clip's spectrogram is computed as if it were alone (its tail reflected as the centred STFT
-  pads a lone clip), so a clip's features do not depend on its batch.
+- In a padded batch each clip's spectrogram is computed as if it were alone (only frames inside the clip; with
+  ``center=True`` its tail is reflected as the centred STFT pads a lone clip), so a clip's features do not depend
+  on its batch.
+- The toolkit trims leading and trailing zero samples before cropping and windowing, and also writes the partial
+  windows at the end of a file (down to ``n_fft`` samples); we keep the file's own time axis and write full windows
+  only, so row counts and timestamps can differ from the toolkit's for the same file.
 - Long audio: ``window``/``hop`` (seconds) cut the (start/end-cropped) clip into full windows, one image and one
   feature row each, stamped with the window's start time; a clip shorter than one window gives one image of the
   whole clip.
@@ -61,7 +69,9 @@ DS_HOP = 256
 DS_COLORMAP_EMONET = "magma"
 DS_COLORMAP_DEFAULT = "viridis"  # the Deep Spectrum toolkit's default colour map
 DS_IMAGE_SIZE = (224, 224)  # §4.2: "resized to 224x224 to conform with the training images of the ImageNet database"
-DS_TOP_DB = 80.0  # dynamic range of the plotted dB spectrogram
+DS_TOP_DB = None  # the toolkit plots the full dB range (no floor below the peak)
+DS_MEL_SCALE = "slaney"  # librosa's default mel filterbank, which the toolkit uses
+DS_MEL_NORM = "slaney"
 DS_BACKBONE = "vgg16"
 VGG_LAYERS = {"fc7": "pre_logits", "fc6": "pre_logits.act1"}  # timm VGG: pre_logits = fc6 -> ReLU -> fc7 -> ReLU
 KINDS = ("mel", "linear")
@@ -106,6 +116,9 @@ class SpectrogramImage(nn.Module):
         top_db: float | None = DS_TOP_DB,
         size: tuple[int, int] | list[int] = DS_IMAGE_SIZE,
         resize: str = "nearest",
+        center: bool = False,
+        mel_scale: str = DS_MEL_SCALE,
+        mel_norm: str | None = DS_MEL_NORM,
     ):
         super().__init__()
         for value, allowed, what in ((kind, KINDS, "kind"), (scale, SCALES, "scale"), (resize, RESIZES, "resize")):
@@ -119,17 +132,22 @@ class SpectrogramImage(nn.Module):
         self.sample_rate, self.kind, self.scale, self.colormap = int(sample_rate), kind, scale, colormap
         self.size, self.resize, self.top_db = (height, width), resize, top_db
         self.f_min, self.f_max = float(f_min), float(f_max) if f_max is not None else None
+        nyquist = self.sample_rate / 2
+        if not 0 <= self.f_min < (nyquist if self.f_max is None else self.f_max) <= nyquist:
+            raise ValueError(f"need 0 <= f_min < f_max <= {nyquist:g} Hz, got f_min={f_min}, f_max={f_max}")
+        self.center, self.mel_scale, self.mel_norm = bool(center), mel_scale, mel_norm
         if kind == "mel":
             with warnings.catch_warnings():
-                # §4.2's 128 filters over 257 bins leave the lowest filter(s) empty: on an image that is a constant
-                # row at the dB floor, harmless here (a model front-end would be told so by MelSpectrogram).
+                # Many HTK-scale filters over few bins leave the lowest filters empty: on an image that is a constant
+                # row, harmless here (a model front-end would be told so by MelSpectrogram).
                 warnings.filterwarnings("ignore", message=r".*mel filters are all zero", category=UserWarning)
                 self.spec = MelSpectrogram(
-                    sample_rate, n_fft, win_length, hop_length, f_min=f_min, f_max=f_max, n_mels=n_mels, window="hann"
-                )
+                    sample_rate, n_fft, win_length, hop_length, f_min=f_min, f_max=f_max, n_mels=n_mels,
+                    window="hann", center=self.center, norm=mel_norm, mel_scale=mel_scale,
+                )  # fmt: skip
             self.n_mels = int(n_mels)
         else:
-            self.spec = Spectrogram(n_fft, win_length, hop_length, window="hann", power=2.0)
+            self.spec = Spectrogram(n_fft, win_length, hop_length, window="hann", power=2.0, center=self.center)
             self.n_mels = None
         self.to_db = AmplitudeToDB("power", top_db=None)
         self.register_buffer("lut", colormap_lut(colormap).float() / 255.0, persistent=False)
@@ -146,7 +164,7 @@ class SpectrogramImage(nn.Module):
         if self.kind == "mel":
             return torch.arange(self.n_mels)
         bin_hz = self.sample_rate / self.stft.n_fft
-        top = min(self.f_max or self.sample_rate / 2, self.sample_rate / 2)
+        top = self.sample_rate / 2 if self.f_max is None else min(self.f_max, self.sample_rate / 2)
         if self.scale == "linear":
             low = int(math.ceil(self.f_min / bin_hz - 1e-9))
             high = int(math.floor(top / bin_hz + 1e-9))
@@ -174,11 +192,15 @@ class SpectrogramImage(nn.Module):
             "top_db": self.top_db,
             "size": list(self.size),
             "resize": self.resize,
+            "center": self.center,
+            "mel_scale": self.mel_scale,
+            "mel_norm": self.mel_norm,
         }
 
     def min_samples(self) -> int:
-        """Shortest clip (samples): the centred STFT reflects n_fft // 2 samples at each end."""
-        return self.stft.n_fft // 2 + 1
+        """Shortest clip (samples): one full STFT frame, or more than n_fft // 2 for the reflected ends of a centred
+        STFT."""
+        return self.stft.n_fft // 2 + 1 if self.center else self.stft.n_fft
 
     def decibels(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """dB spectrograms ``(B, rows, frames)`` (rows bottom to top, floored ``top_db`` under each clip's peak over
@@ -193,7 +215,9 @@ class SpectrogramImage(nn.Module):
                 f"least {self.min_samples()} ({self.min_samples() / self.sample_rate:.3f} s)"
             )
         frames = int(self.stft.num_frames(torch.tensor([waveforms.shape[-1]]))[0])
-        waves = reflect_tails(waveforms.float(), lengths, self.stft.n_fft // 2)
+        waves = waveforms.float()
+        if self.center:
+            waves = reflect_tails(waves, lengths, self.stft.n_fft // 2)
         power = self.spec(waves)[..., :frames]
         db = self.to_db(power.index_select(1, self.rows.to(power.device)))
         valid = self.stft.num_frames(lengths).clamp(min=1, max=frames).to(db.device)
@@ -338,6 +362,10 @@ def _some(names: list[str], count: int = 5) -> str:
     return f"{names[:count]}{'...' if len(names) > count else ''}"
 
 
+class _LayerReached(Exception):
+    """Raised by the forward hook once the requested layer has produced its output."""
+
+
 def default_layer(backbone: str) -> str:
     """``fc7`` for VGG nets (the Deep Spectrum default), else the pooled pre-logits features."""
     return "fc7" if backbone.startswith("vgg") else "pre_logits"
@@ -358,6 +386,8 @@ class DeepSpectrum(nn.Module):
         pretrained: bool | str | Path = False,
         image: dict[str, Any] | None = None,
         pool: str = "avg",
+        mean: list[float] | tuple[float, ...] | None = None,
+        std: list[float] | tuple[float, ...] | None = None,
     ):
         super().__init__()
         if pool not in POOLS:
@@ -366,8 +396,14 @@ class DeepSpectrum(nn.Module):
         self.layer = layer or default_layer(backbone)
         self.images = SpectrogramImage(**(image or {}))
         self.backbone = create_backbone(backbone, pretrained).eval()
+        # The input normalisation is stored with a model (config), so that a change of timm's defaults cannot change
+        # a released model; a new extractor takes it from the backbone's pretrained_cfg.
         cfg = getattr(self.backbone, "pretrained_cfg", {}) or {}
-        mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
+        mean = tuple(float(v) for v in (mean if mean is not None else cfg.get("mean", (0.485, 0.456, 0.406))))
+        std = tuple(float(v) for v in (std if std is not None else cfg.get("std", (0.229, 0.224, 0.225))))
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need three values (RGB) and std > 0, got mean={mean}, std={std}")
+        self.input_mean, self.input_std = list(mean), list(std)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32)[None, :, None, None], persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32)[None, :, None, None], persistent=False)
         self._target = self._resolve_layer()
@@ -394,6 +430,8 @@ class DeepSpectrum(nn.Module):
             "layer": self.layer,
             "image": self.images.config(),
             "pool": self.pool,
+            "mean": self.input_mean,
+            "std": self.input_std,
         }
 
     def normalise(self, images: Tensor) -> Tensor:
@@ -405,10 +443,19 @@ class DeepSpectrum(nn.Module):
         if self._target == "pre_logits":
             return self.backbone.forward_head(self.backbone.forward_features(x), pre_logits=True).flatten(1)
         captured: list[Tensor] = []
+
+        def capture(_module, _inputs, output):
+            # A copy: a later in-place op (ReLU(inplace=True)) would overwrite the module's output tensor. The
+            # forward stops here, the layers above are not needed.
+            captured.append(output.clone())
+            raise _LayerReached
+
         module = dict(self.backbone.named_modules())[self._target]
-        handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        handle = module.register_forward_hook(capture)
         try:
             self.backbone(x)
+        except _LayerReached:
+            pass
         finally:
             handle.remove()
         out = captured[-1]

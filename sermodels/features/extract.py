@@ -4,9 +4,10 @@ deepspectrum`` (and :func:`extract_to_file` for code).
 What is written
 - One row per file, or per window with ``window``/``hop`` (:func:`sermodels.features.deepspectrum.plan_windows`),
   in input order (the arguments as given, each folder's audio files sorted by path), windows in time order.
-- ``.csv``: the Deep Spectrum toolkit's columns ``name, timeStamp, neuron_1 .. neuron_D, class``; ``timeStamp``
-  (the window's start, seconds from the file start) only when windowed, ``class`` only with labels. Values are
-  written with 9 significant digits, which round-trip float32 exactly.
+- ``.csv``: the Deep Spectrum toolkit's columns ``name, timeStamp, neuron_0 .. neuron_{D-1}, class`` (numbered
+  from 0, as the toolkit's feature writer enumerates the vector); ``timeStamp`` (the window's start, seconds from
+  the file start) only when windowed, ``class`` only with labels. Values are written with 9 significant digits,
+  which round-trip float32 exactly.
 - ``.npy``: the features alone, ``(rows, D)`` float32, and a sidecar ``<stem>.index.csv`` (``name, timeStamp?,
   class?``) whose line ``i`` describes row ``i``.
 - ``.parquet`` (needs pyarrow): columns ``name`` (string), ``timeStamp`` (float64, when windowed), ``class``
@@ -17,7 +18,9 @@ What is written
   flat folder, as the toolkit writes it), or the file name of a file given directly.
 - Files that cannot be used (missing, empty, corrupt, too short, an empty crop, non-finite features) are skipped,
   reported and listed in ``<stem>.errors.csv`` (``path, error``); an earlier errors file of the same output is
-  removed when a run has none.
+  removed when a run has none. A ``window`` shorter than one spectrogram image needs
+  (:meth:`~sermodels.features.deepspectrum.SpectrogramImage.min_samples`: ``n_fft`` samples for the toolkit's
+  uncentred STFT) is refused before any work.
 
 Labels
 - A table (``labels``: CSV, or TSV when its header has tabs and no commas) with a header row; the first column holds
@@ -30,13 +33,19 @@ Labels
 
 Resumable runs
 - Work goes into ``<out>.partial/``: ``settings.json`` (the extractor's ``config()``, its weights' identity and a
-  sha256 of its state dict, window/crop and precision) and one ``shard-NNNNNN.npz`` (plain arrays, no pickle) per
-  group of about ``batch_size x GROUP_BATCHES`` images, written atomically (temporary file + rename) when the
-  group's files are done. A file's rows (or its error) are in exactly one shard, so an interruption loses at most
-  the group in flight.
+  sha256 of its state dict, window/crop, precision, the sermodels/torch/timm versions, and the device type when
+  the precision is not fp32) and one ``shard-NNNNNN.npz`` (plain arrays, no pickle) per group of about
+  ``batch_size x GROUP_BATCHES`` images, written atomically (temporary file + rename) when the group's files are
+  done. A file's rows (or its error) are in one shard, so an interruption loses at most the group in flight.
+- A run holds an exclusive lock on ``<out>.partial/lock`` (``fcntl.flock``) from start to end; a second run on the
+  same output fails at once ("in use by another run") instead of mixing its shards in.
 - A run whose output has a partial folder skips the files done there, if its settings are the same; with other
-  settings it refuses (naming what differs) unless ``restart`` discards the folder. Batch size and device are not
-  settings: a clip's features do not depend on its batch (:class:`~sermodels.features.deepspectrum.SpectrogramImage`).
+  settings it refuses (naming what differs) unless ``restart`` discards the folder. A file is known by its absolute
+  path, size and modification time (``st_mtime_ns``), so a file replaced or touched since is computed again; files
+  that failed are retried, and a later success replaces the earlier error. Batch size and, in fp32, the device are
+  not settings: a clip's features do not depend on its batch
+  (:class:`~sermodels.features.deepspectrum.SpectrogramImage`); under bf16/fp16 autocast the kernels differ by
+  device type, so the device type is one.
 - When every input is done, the output is assembled shard by shard into a temporary file renamed over ``out``, the
   sidecars are written, and the partial folder is removed.
 
@@ -50,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import functools
 import io
 import json
@@ -58,6 +68,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -66,12 +77,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import sermodels
 from sermodels.audio import AudioError, load_audio
 from sermodels.features.deepspectrum import (
     DS_BACKBONE,
     DS_COLORMAP_DEFAULT,
     DS_HOP,
     DS_IMAGE_SIZE,
+    DS_MEL_NORM,
+    DS_MEL_SCALE,
     DS_N_FFT,
     DS_N_MELS,
     KINDS,
@@ -80,6 +94,7 @@ from sermodels.features.deepspectrum import (
     RESIZES,
     SCALES,
     DeepSpectrum,
+    SpectrogramImage,
     autocast_dtype,
     plan_windows,
     weights_digest,
@@ -94,8 +109,11 @@ GROUP_BATCHES = 4  # a shard holds about this many batches of images: the most w
 GROUP_MAX_SECONDS = 1800.0  # decoded audio held at once (a single longer file is still taken whole)
 ASSEMBLY_ROWS = 4096  # rows per write while assembling the output
 SETTINGS_FILE = "settings.json"
+LOCK_FILE = "lock"
+MEL_SCALES = ("slaney", "htk")
+MEL_NORMS = ("slaney", "none")  # CLI spelling; "none" is norm=None
 SHARD_GLOB = "shard-*.npz"
-PARTIAL_FORMAT = 1  # layout version of the partial folder
+PARTIAL_FORMAT = 2  # layout version of the partial folder (2: files keyed by path, size and mtime)
 FEATURE_FORMAT = "{:.9g}"  # 9 significant digits round-trip float32
 
 
@@ -122,7 +140,19 @@ class OutputPaths:
 class InputFile:
     path: Path
     name: str  # relative to the input folder, or the file name
-    key: str  # absolute path: identifies the file in the partial folder
+    key: str  # "abspath|st_size|st_mtime_ns": identifies this version of the file in the partial folder
+
+
+def file_key(path: str | os.PathLike) -> str:
+    """``abspath|st_size|st_mtime_ns`` of a file (through symbolic links): a file replaced or touched since an
+    earlier run gets another key, so a resumed run computes it again. A path that cannot be stat'ed (missing) is
+    keyed ``abspath|-|-``; it fails, and failures are retried on resume anyway."""
+    absolute = os.path.abspath(path)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return f"{absolute}|-|-"
+    return f"{absolute}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
@@ -136,12 +166,12 @@ def list_inputs(paths: Sequence[str | os.PathLike]) -> list[InputFile]:
     for entry in paths:
         root = Path(entry)
         for path in expand_inputs([root]):
-            key = os.path.abspath(path)
-            if key in seen:
+            absolute = os.path.abspath(path)
+            if absolute in seen:
                 continue
-            seen.add(key)
+            seen.add(absolute)
             name = path.relative_to(root).as_posix() if root.is_dir() and path != root else path.name
-            files.append(InputFile(path, name, key))
+            files.append(InputFile(path, name, file_key(path)))
     if not files:
         raise ValueError("no input files given")
     return files
@@ -235,6 +265,21 @@ def build_extractor(
     return extractor, f"sha256:{sha256_of(weights)}"
 
 
+def check_window(images: SpectrogramImage, window: float | None) -> None:
+    """Refuse a window shorter than one spectrogram image needs (every file would fail)."""
+    if window is None:
+        return
+    rate, need = images.sample_rate, images.min_samples()
+    size = int(round(window * rate))
+    if size < need:
+        stft = "centred" if images.center else "uncentred, the toolkit's"
+        raise ValueError(
+            f"window {window} s is {size} samples at {rate} Hz; a spectrogram image needs at least {need} samples "
+            f"({need / rate:.3f} s) with n_fft={images.stft.n_fft} ({stft} STFT): use a longer --window or a "
+            f"smaller --n-fft"
+        )
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -272,9 +317,10 @@ def extract_to_file(
     stderr. ``max_files``: process at most this many not-yet-done files in this call and return without assembling
     (``complete`` False, the partial folder kept); a later call goes on (test hook, and a way to bound a call).
 
-    Returns ``out``, ``files`` (inputs), ``already_done`` (skipped: done by an earlier call), ``processed`` (by this
-    call), ``failed`` (files in the errors file), ``rows``, ``dim``, ``complete``, ``errors`` (its path or None),
-    ``seconds``.
+    Returns ``out``, ``files`` (inputs), ``already_done`` (skipped: done by an earlier call; files that failed
+    there are not done, they are retried), ``processed`` (by this call), ``failed`` (files in the errors file),
+    ``rows``, ``dim``, ``complete``, ``errors`` (its path or None), ``seconds``. Raises :class:`OutputInUse` when
+    another run holds the output's lock, ValueError for a ``window`` shorter than one image needs.
     """
     began = time.monotonic()
     where = OutputPaths.of(out)
@@ -285,6 +331,7 @@ def extract_to_file(
     hop = hop if hop is not None or window is None else window
     rate = extractor.images.sample_rate
     plan_windows(int(round(start * rate)) + 1, rate, window, hop, start, end)  # argument errors, before any work
+    check_window(extractor.images, window)
     files = list_inputs(paths)
     table = read_label_table(labels) if isinstance(labels, (str, os.PathLike)) else labels
     file_labels = assign_labels(files, table, folder_labels)
@@ -298,12 +345,88 @@ def extract_to_file(
         "start": float(start),
         "end": end,
         "precision": precision,
+        "versions": _versions(),
     }
+    if precision != "fp32":  # autocast kernels differ by device type; fp32 features do not depend on the device
+        settings["device_type"] = device.type
+    with _locked(where.partial):
+        return _extract_locked(
+            where, files, file_labels, extractor, settings, began=began, window=window, hop=hop, start=start,
+            end=end, batch_size=batch_size, device=device, dtype=dtype, restart=restart, progress=progress,
+            verbose=verbose, max_files=max_files,
+        )  # fmt: skip
+
+
+def _versions() -> dict[str, str]:
+    import timm
+
+    return {"sermodels": sermodels.__version__, "torch": torch.__version__, "timm": timm.__version__}
+
+
+class OutputInUse(RuntimeError):
+    """Another run holds the output's lock."""
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive, non-blocking ``flock`` on ``folder/lock`` (creating the folder) for the block."""
+    lock = folder / LOCK_FILE
+    for _ in range(5):
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            raise OutputInUse(
+                f"{folder.parent / folder.name.removesuffix('.partial')} is in use by another run (it holds the lock "
+                f"{lock}); wait for it to finish, or write to another output"
+            ) from None
+        except BaseException:
+            os.close(handle)
+            raise
+        try:
+            same = os.path.samestat(os.fstat(handle), os.stat(lock))
+        except FileNotFoundError:  # the run that held it finished and removed the folder meanwhile
+            same = False
+        if same:
+            break
+        os.close(handle)
+    else:
+        raise OutputInUse(f"{folder}: could not take the lock {lock}; is another run starting and finishing there?")
+    try:
+        yield
+    finally:
+        os.close(handle)  # releases the lock (the folder may be gone: a finished run removes it)
+
+
+def _extract_locked(
+    where: OutputPaths,
+    files: list[InputFile],
+    file_labels: list[str] | None,
+    extractor: DeepSpectrum,
+    settings: dict[str, Any],
+    *,
+    began: float,
+    window: float | None,
+    hop: float | None,
+    start: float,
+    end: float | None,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    restart: bool,
+    progress: bool,
+    verbose: bool,
+    max_files: int | None,
+) -> dict[str, Any]:
     done = _open_partial(where, settings, restart)
-    todo = [item for item in files if item.key not in done.entries]
+    todo = [item for item in files if not isinstance(done.entries.get(item.key), tuple)]  # new, changed or failed
     already = len(files) - len(todo)
-    if already and verbose:
-        print(f"resuming {where.partial}: {already} of {len(files)} files already done", file=sys.stderr)
+    retried = sum(isinstance(done.entries.get(item.key), str) for item in files)
+    if (already or retried) and verbose:
+        again = f"; retrying {retried} that failed" if retried else ""
+        print(f"resuming {where.partial}: {already} of {len(files)} files already done{again}", file=sys.stderr)
     if max_files is not None:
         todo = todo[: max(0, max_files)]
     crop = {"window": window, "hop": hop, "start": start, "end": end}
@@ -319,7 +442,8 @@ def extract_to_file(
                             tqdm.write(f"skipped {item.path}: {result}", file=sys.stderr)
     finally:
         extractor.train(was_training)
-    complete = all(item.key in done.entries for item in files)
+    attempted = {item.key for item in todo}
+    complete = all(isinstance(done.entries.get(item.key), tuple) or item.key in attempted for item in files)
     summary = {
         "out": str(where.out),
         "files": len(files),
@@ -399,7 +523,7 @@ def _decode(
     short = min(stop - begin for begin, stop in windows.spans)
     if short < min_samples:
         return (
-            f"the crop leaves {short} samples ({short / rate:.3f} s); a spectrogram image needs at least "
+            f"the window/crop leaves {short} samples ({short / rate:.3f} s); a spectrogram image needs at least "
             f"{min_samples} ({min_samples / rate:.3f} s)"
         )
     return windows.starts, [waveform[begin:stop] for begin, stop in windows.spans]
@@ -490,8 +614,13 @@ def _open_partial(where: OutputPaths, settings: dict[str, Any], restart: bool) -
     """Create the partial folder, or check an existing one's settings and read what it holds."""
     settings = json.loads(json.dumps(settings))  # as stored: tuples -> lists
     folder = where.partial
-    if restart and folder.exists():
-        shutil.rmtree(folder)
+    if restart and folder.is_dir():
+        for entry in folder.iterdir():  # all but the lock this run holds
+            if entry.name != LOCK_FILE:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
     done = _Done(folder)
     stored_file = folder / SETTINGS_FILE
     shards = sorted(folder.glob(SHARD_GLOB)) if folder.is_dir() else []
@@ -658,7 +787,7 @@ class _CsvWriter:
         self.file = file
         self.writer = csv.writer(self.file, lineterminator="\n")
         self.windowed = windowed
-        features = [f"{FEATURE_PREFIX}{i}" for i in range(1, dim + 1)]
+        features = [f"{FEATURE_PREFIX}{i}" for i in range(dim)]  # neuron_0 .. neuron_{D-1}, as the toolkit
         header = [NAME_COLUMN, *([TIME_COLUMN] if windowed else []), *features, *([CLASS_COLUMN] if labelled else [])]
         self.writer.writerow(header)
 
@@ -768,6 +897,35 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--n-fft", type=int, default=DS_N_FFT, help=f"FFT size (default: {DS_N_FFT})")
     p.add_argument("--hop-length", type=int, default=DS_HOP, help=f"STFT hop in samples (default: {DS_HOP})")
+    p.add_argument("--f-min", type=float, default=0.0, metavar="HZ", help="lowest frequency shown (default: 0)")
+    p.add_argument(
+        "--f-max", type=float, default=None, metavar="HZ", help="highest frequency shown (default: the Nyquist)"
+    )
+    p.add_argument(
+        "--top-db",
+        type=float,
+        default=None,
+        metavar="DB",
+        help="floor the image this many dB below its peak (default: none, the full range, as the toolkit)",
+    )
+    p.add_argument(
+        "--center",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="centred STFT (reflect-padded ends); default --no-center, the toolkit's uncentred STFT",
+    )
+    p.add_argument(
+        "--mel-scale",
+        choices=MEL_SCALES,
+        default=DS_MEL_SCALE,
+        help=f"mel scale of the filterbank (default: {DS_MEL_SCALE}, librosa's, as the toolkit)",
+    )
+    p.add_argument(
+        "--mel-norm",
+        choices=MEL_NORMS,
+        default=DS_MEL_NORM or "none",
+        help=f"mel filter normalisation: slaney (equal area) or none (default: {DS_MEL_NORM or 'none'})",
+    )
     p.add_argument(
         "--size",
         type=int,
@@ -814,17 +972,26 @@ def run_cli(args: argparse.Namespace) -> int:
     autocast_dtype(args.precision, resolve_device(args.device))  # before loading a model
     if len(args.size) not in (1, 2):
         raise ValueError(f"--size takes one or two numbers (height width), got {args.size}")
+    if args.top_db is not None and not args.top_db > 0:
+        raise ValueError(f"--top-db must be a positive number of dB, got {args.top_db}")
     image = {
         "kind": args.kind,
         "n_mels": args.n_mels,
         "n_fft": args.n_fft,
         "hop_length": args.hop_length,
+        "f_min": args.f_min,
+        "f_max": args.f_max,
+        "top_db": args.top_db,
+        "center": args.center,
+        "mel_scale": args.mel_scale,
+        "mel_norm": None if args.mel_norm == "none" else args.mel_norm,
         "colormap": args.colormap,
         "size": tuple(args.size * 2 if len(args.size) == 1 else args.size),
         "resize": args.resize,
     }
     if args.scale is not None:
         image["scale"] = args.scale
+    check_window(SpectrogramImage(**image), args.window)  # and the image settings, before loading a model
     weights = Path(args.weights) if args.weights else "random" if args.random_init else "hub"
     extractor, weights_id = build_extractor(
         args.backbone, weights=weights, layer=args.layer, image=image, pool=args.pool, seed=args.seed

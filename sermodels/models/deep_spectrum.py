@@ -35,7 +35,7 @@ from sermodels.models.base import SERModel, valid_lengths
 from sermodels.models.svm import copy_linear_svm, copy_standardizer
 
 CLASSIFIERS = ("svm", "linear")
-MIN_DURATION_S = 0.05  # a few STFT frames; the centred 512-point STFT itself needs 257 samples (16 ms)
+MIN_DURATION_S = 0.05  # a few STFT frames (one 512-point frame is 32 ms); more if the image's n_fft needs it
 
 
 @register_model("deep_spectrum")
@@ -59,6 +59,8 @@ class DeepSpectrumModel(SERModel):
         pool: str = "avg",
         classifier: str = "svm",
         pretrained: bool | str | Path = False,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
     ):
         super().__init__()
         if len(labels) < 2:
@@ -73,8 +75,11 @@ class DeepSpectrumModel(SERModel):
         self.default_head = head
         self.classifier_kind = classifier
         self.score_kind = "decision" if classifier == "svm" else "probability"
-        self.extractor = DeepSpectrum(backbone, layer, pretrained=pretrained, image=image, pool=pool)
+        self.extractor = DeepSpectrum(
+            backbone, layer, pretrained=pretrained, image=image, pool=pool, mean=mean, std=std
+        )
         self.extractor.requires_grad_(False)
+        self.min_duration = max(MIN_DURATION_S, self.extractor.images.min_samples() / sample_rate)
         dim = self.extractor.dim
         self.standardizer = Standardizer(dim)
         with torch.no_grad():  # identity until fitted statistics are copied in
@@ -92,6 +97,8 @@ class DeepSpectrumModel(SERModel):
             "layer": extractor["layer"],
             "image": extractor["image"],
             "pool": extractor["pool"],
+            "mean": extractor["mean"],
+            "std": extractor["std"],
             "classifier": self.classifier_kind,
         }
 

@@ -29,9 +29,10 @@ from tqdm.auto import tqdm
 
 import sermodels
 from sermodels.audio import load_audio
-from sermodels.features.deepspectrum import PRECISIONS, DeepSpectrum, autocast, weights_digest
+from sermodels.features.deepspectrum import PRECISIONS, DeepSpectrum, autocast, autocast_dtype, weights_digest
 from sermodels.metrics import uar
 from sermodels.models.deep_spectrum import DeepSpectrumModel
+from sermodels.tasks.common import gather_predictions
 from sermodels.tasks.svm import SVMFit, fit_fixed
 
 # ---------------------------------------------------------------------------------------------------- features
@@ -105,11 +106,14 @@ def fit_svm(model: DeepSpectrumModel, feats: dict[str, np.ndarray], labels: dict
     model.set_linear_svm(scaler.mean_, scaler.scale_, svm.coef_, svm.intercept_)
     if "test" in feats:
         with torch.inference_mode():
-            logits = model.classifier(model.standardizer(torch.from_numpy(feats["test"])))
-        ours = [fit.labels[i] for i in logits.argmax(-1).tolist()]
-        disagree = sum(a != b for a, b in zip(ours, fit.predict(feats["test"]).tolist()))
-        if disagree:
-            raise RuntimeError(f"the torch head disagrees with scikit-learn on {disagree}/{len(ours)} test files")
+            logits = model.classifier(model.standardizer(torch.from_numpy(feats["test"]))).double()
+        decision = fit.pipeline.decision_function(feats["test"])
+        if decision.ndim == 1:  # two classes: one hyperplane, stored as (-w, +w)
+            decision = np.stack([-decision, decision], axis=1)
+        # float32 torch vs float64 scikit-learn: only a disagreement beyond float32 rounding means a wrong copy.
+        worst = float(np.abs(logits.numpy() - decision).max())
+        if worst > 1e-3 * max(1.0, float(np.abs(decision).max())):
+            raise RuntimeError(f"the torch head's decision values differ from scikit-learn's by up to {worst:.3g}")
     return fit
 
 
@@ -121,8 +125,8 @@ class DeepSpectrumTask(L.LightningModule):
 
     Args:
         backbone, layer, image, pool: the extractor (see :class:`DeepSpectrum`).
-        weights: a local ``.safetensors`` file of the backbone, "hub" (timm's pretrained weights), or None /
-            "random" (random initialisation: only meaningful as a control).
+        weights: "hub" (timm's pretrained weights from the Hugging Face Hub; a clear error offline), a local
+            ``.safetensors`` file of the backbone, or "random" (random initialisation: only meaningful as a control).
         lr, weight_decay: Adam on the linear layer.
         class_weighted: cross-entropy weighted by inverse class frequency of the training partition.
         precision: autocast of the extractor (fp32, bf16; fp16 on GPU).
@@ -132,7 +136,7 @@ class DeepSpectrumTask(L.LightningModule):
     def __init__(
         self,
         backbone: str = "mobilenetv2_100",
-        weights: str | None = None,
+        weights: str = "hub",
         layer: str | None = None,
         image: dict[str, Any] | None = None,
         pool: str = "avg",
@@ -154,6 +158,7 @@ class DeepSpectrumTask(L.LightningModule):
         self.history: list[dict[str, float]] = []
         self.best_uar = -1.0
         self.best_state: dict[str, torch.Tensor] | None = None
+        _pretrained_arg(weights)  # a bad value fails here, not at fit time
 
     def setup(self, stage: str) -> None:
         if self.model is not None:
@@ -228,14 +233,17 @@ class DeepSpectrumTask(L.LightningModule):
         self._val = []
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._val.append((self._logits(batch).argmax(-1).cpu(), batch["labels"].cpu()))
+        self._val.append((self._logits(batch).argmax(-1).detach(), batch["labels"].detach()))
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val:
+        empty = torch.empty(0, dtype=torch.long, device=self.device)
+        pred = torch.cat([p for p, _ in self._val]) if self._val else empty
+        true = torch.cat([t for _, t in self._val]) if self._val else empty
+        # Under DDP every rank scored its own dev shard: the score (and so the best head) is the whole dev set's.
+        pred, true = gather_predictions(self, pred, true)
+        if true.numel() == 0:
             return
-        pred = torch.cat([p for p, _ in self._val])
-        true = torch.cat([t for _, t in self._val])
-        score = uar(true, pred)
+        score = uar(true.cpu(), pred.cpu())
         self.log("val/uar", score, prog_bar=True)
         if self.trainer.sanity_checking:
             return
@@ -248,6 +256,17 @@ class DeepSpectrumTask(L.LightningModule):
     def on_fit_end(self) -> None:
         if self.hparams.restore_best and self.best_state is not None:
             self.model.classifier.load_state_dict(self.best_state)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A resumed fit must keep comparing against the best dev UAR seen so far, and restore that head at the end.
+        state = {"best_uar": self.best_uar, "best_state": self.best_state, "history": self.history}
+        checkpoint["deep_spectrum"] = state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("deep_spectrum", {})
+        self.best_uar = state.get("best_uar", self.best_uar)
+        self.best_state = state.get("best_state", self.best_state)
+        self.history = list(state.get("history", self.history))
 
     def configure_optimizers(self):
         return torch.optim.Adam(
@@ -262,13 +281,14 @@ RECIPE_DEFAULTS = {
     "split": "fixed",
     "sample_rate": 16000,
     "backbone": "mobilenetv2_100",
-    "weights": None,
+    "weights": "hub",
     "layer": None,
     "pool": "avg",
     "image": {},
     "classifier": "svm",
     "batch_size": 16,
     "precision": "fp32",
+    "device": "cpu",
     "cache_dir": None,
     # (b) only
     "epochs": 30,
@@ -290,13 +310,22 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, An
         raise ValueError(f"{path}: arch must be deep_spectrum, got {cfg.arch!r}")
     recipe = OmegaConf.to_container(cfg, resolve=True)
     recipe["recipe_path"] = str(path)
+    _pretrained_arg(recipe["weights"])
+    autocast_dtype(recipe["precision"], recipe["device"])  # fp16 on a CPU fails before any work
+    if recipe["classifier"] not in ("svm", "linear"):
+        raise ValueError(f"{path}: classifier must be svm or linear, got {recipe['classifier']!r}")
     return recipe
 
 
-def _pretrained_arg(weights: str | None) -> bool | str:
-    if weights in (None, "random"):
+def _pretrained_arg(weights: str) -> bool | str:
+    """The ``pretrained`` argument of the extractor for a ``weights`` setting: "hub", "random" or a file."""
+    if weights == "random":
         return False
-    return True if weights == "hub" else weights
+    if weights == "hub":
+        return True
+    if not isinstance(weights, str | Path) or not str(weights).endswith(".safetensors"):
+        raise ValueError(f"weights must be 'hub', 'random' or a .safetensors file, got {weights!r}")
+    return str(weights)
 
 
 def release(recipe: dict[str, Any]) -> Path:
@@ -325,7 +354,7 @@ def release(recipe: dict[str, Any]) -> Path:
         feats = {
             name: extract_features(
                 model.extractor, p, batch_size=recipe["batch_size"], precision=recipe["precision"],
-                cache_dir=recipe["cache_dir"],
+                device=recipe["device"], cache_dir=recipe["cache_dir"],
             )
             for name, p in paths.items()
         }  # fmt: skip
@@ -360,8 +389,8 @@ def release(recipe: dict[str, Any]) -> Path:
     return out
 
 
-def _weights_provenance(weights: str | None) -> dict[str, Any]:
-    if weights in (None, "random"):
+def _weights_provenance(weights: str) -> dict[str, Any]:
+    if weights == "random":
         return {"source": "random initialisation"}
     if weights == "hub":
         return {"source": "timm pretrained weights from the Hugging Face Hub"}
@@ -396,8 +425,9 @@ def _fit_linear(recipe: dict[str, Any]) -> tuple[DeepSpectrumModel, dict, list]:
         weight_decay=recipe["weight_decay"],
         precision=recipe["precision"],
     )
+    accelerator = "gpu" if str(recipe["device"]).startswith("cuda") else "cpu"
     trainer = quiet_trainer(
-        max_epochs=recipe["epochs"], accelerator="cpu", deterministic=True, enable_progress_bar=False
+        max_epochs=recipe["epochs"], accelerator=accelerator, devices=1, deterministic=True, enable_progress_bar=False
     )
     trainer.fit(task, datamodule=data)
     classifier = {

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from sermodels.metrics import uar
 from sermodels.models.emonet import EmoNet
+from sermodels.tasks.common import gather_predictions
 
 TRANSFER_MODES = ("none", "adapters", "head", "full")
 SCHEDULES = ("plateau", "steps")
@@ -280,17 +281,7 @@ class EmoNetTask(L.LightningModule):
         parts = self._val.get(corpus, [])
         pred = torch.cat([p for p, _ in parts]) if parts else torch.empty(0, dtype=torch.long, device=self.device)
         true = torch.cat([t for _, t in parts]) if parts else torch.empty(0, dtype=torch.long, device=self.device)
-        if self.trainer.world_size > 1:
-            # Every rank scores its shard of the dev set; pad to a common length to gather, then drop the padding.
-            count = torch.tensor([true.numel()], device=self.device)
-            counts = self.all_gather(count).flatten().tolist()
-            width = max(counts)
-            pad = lambda x: F.pad(x, (0, width - x.numel()), value=-1)  # noqa: E731
-            pred = self.all_gather(pad(pred)).reshape(len(counts), width)
-            true = self.all_gather(pad(true)).reshape(len(counts), width)
-            pred = torch.cat([pred[r, :n] for r, n in enumerate(counts)])
-            true = torch.cat([true[r, :n] for r, n in enumerate(counts)])
-        return pred, true
+        return gather_predictions(self, pred, true)
 
     def _after_validation(self, uar: float) -> None:
         if uar > self.best_uar:

@@ -241,30 +241,38 @@ def test_lut_index_picks_matplotlibs_row(name, dtype):
 
 
 @pytest.mark.filterwarnings("ignore:.*mel filters are all zero")
-def test_clip_in_padded_batch_equals_clip_alone(corpus_waves):
-    """Several lengths (0.019 s .. 3.3 s) in one batch: images and CNN features exactly as each clip alone; the dB
-    image of a lone clip is the torchaudio-compatible mel front-end with ``top_db`` (tested against torchaudio in
-    tests/features/test_spectrogram.py)."""
+@pytest.mark.parametrize("center", [False, True])
+def test_clip_in_padded_batch_equals_clip_alone(corpus_waves, center):
+    """Several lengths (0.04 s .. 3.3 s) in one batch: images and CNN features exactly as each clip alone; the dB
+    image of a lone clip is the torchaudio-compatible mel front-end (tested against torchaudio in
+    tests/features/test_spectrogram.py): the toolkit's uncentred Slaney filterbank with the full dB range by default,
+    or a centred HTK filterbank floored 80 dB under the peak."""
     waves = [
         corpus_waves["ravdess"][0],
         corpus_waves["emodb"][1],
         corpus_waves["urdu"][0][:8000],
-        corpus_waves["emovo"][2][:300],
+        corpus_waves["emovo"][2][:600],
     ]
     lengths = torch.tensor([len(w) for w in waves])
     batch = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
     torch.manual_seed(0)
-    extractor = _small_net()
+    options = {"center": True, "mel_scale": "htk", "mel_norm": None, "top_db": 80.0} if center else {}
+    extractor = DeepSpectrum(SMALL_NET, image=SMALL_IMAGE | options)
     images = extractor.images
-    reference_mel = MelSpectrogram(SR, 512, hop_length=256, n_mels=128, window="hann")
+    reference_mel = MelSpectrogram(
+        SR, 512, hop_length=256, n_mels=128, window="hann", center=center,
+        mel_scale="htk" if center else "slaney", norm=None if center else "slaney",
+    )  # fmt: skip
+    to_db = AmplitudeToDB("power", top_db=80.0 if center else None)
     with torch.inference_mode():
         batch_images, batch_features = images(batch, lengths), extractor(batch, lengths)
         alone_features = extractor.features_of_images(torch.cat([images(w[None]) for w in waves]))
         for i, wave in enumerate(waves):
             assert torch.equal(batch_images[i], images(wave[None])[0]), f"clip {i} ({len(wave)} samples)"
             db, valid = images.decibels(wave[None])
-            expected = AmplitudeToDB("power", top_db=80.0)(reference_mel(wave[None]))
-            assert int(valid[0]) == expected.shape[-1] == 1 + len(wave) // 256
+            expected = to_db(reference_mel(wave[None]))
+            frames = 1 + len(wave) // 256 if center else 1 + (len(wave) - 512) // 256
+            assert int(valid[0]) == expected.shape[-1] == frames
             torch.testing.assert_close(db[0], expected[0], rtol=0, atol=1e-4)
     torch.testing.assert_close(batch_features, alone_features, rtol=1e-5, atol=1e-5)
 
@@ -291,8 +299,10 @@ def test_forward_scales_after_resampling_like_before(corpus_waves, resize):
 
 def test_lengths_are_checked():
     images = SpectrogramImage()
-    with pytest.raises(ValueError, match="at least 257"):
-        images(torch.zeros(2, 1000), torch.tensor([1000, 200]))
+    with pytest.raises(ValueError, match="at least 512"):  # one full frame of the uncentred STFT
+        images(torch.zeros(2, 1000), torch.tensor([1000, 500]))
+    with pytest.raises(ValueError, match="at least 257"):  # the centred STFT reflects n_fft // 2 samples
+        SpectrogramImage(center=True)(torch.zeros(2, 1000), torch.tensor([1000, 200]))
     with pytest.raises(ValueError, match="one length per row"):
         images(torch.zeros(2, 1000), torch.tensor([1000, 1001]))
     with pytest.raises(ValueError, match=r"\(batch, samples\)"):
@@ -329,15 +339,20 @@ def test_linear_axis_puts_a_tone_where_a_linear_axis_does(freq):
     assert abs(_tone_row(SpectrogramImage(kind="linear"), freq) - expected) <= 1.0
 
 
-def test_mel_axis_is_monotonic_and_htk_spaced():
-    """Tones rise on the mel image; each sits on the filter whose HTK-mel centre is nearest (within one filter)."""
-    images, height = SpectrogramImage(kind="mel"), DS_IMAGE_SIZE[0]
+@pytest.mark.parametrize("mel_scale", ["slaney", "htk"])
+def test_mel_axis_is_monotonic_and_mel_spaced(mel_scale):
+    """Tones rise on the mel image; each sits on the filter whose mel centre is nearest (within one filter), on the
+    Slaney scale (the toolkit's librosa default: linear to 1 kHz, logarithmic above) or the HTK scale."""
+    norm = "slaney" if mel_scale == "slaney" else None
+    images, height = SpectrogramImage(kind="mel", mel_scale=mel_scale, mel_norm=norm), DS_IMAGE_SIZE[0]
     freqs = [250.0, 500.0, 1000.0, 2000.0, 4000.0, 7000.0]
     rows = [_tone_row(images, f) for f in freqs]
     assert rows == sorted(rows, reverse=True) and len(set(rows)) == len(rows)
 
     def mel(f: float) -> float:
-        return 2595.0 * math.log10(1.0 + f / 700.0)
+        if mel_scale == "htk":
+            return 2595.0 * math.log10(1.0 + f / 700.0)
+        return f / (200.0 / 3.0) if f < 1000.0 else 15.0 + math.log(f / 1000.0) / (math.log(6.4) / 27.0)
 
     for freq, row in zip(freqs, rows):
         filter_index = mel(freq) / mel(SR / 2) * 129 - 1  # centres at 1 .. 128 of 130 points from 0 to Nyquist
@@ -658,3 +673,28 @@ def test_bf16_autocast_renders_the_same_image(short_waves):
             half = images(batch, lengths)
     assert half.dtype == torch.float32
     assert torch.equal(half, full)
+
+
+def test_named_layer_is_captured_before_inplace_ops():
+    """resnet18's ``bn1`` is followed by an in-place ReLU: its captured output keeps its negative values (a copy is
+    taken when the layer has run) and equals the layer applied by hand."""
+    torch.manual_seed(0)
+    extractor = DeepSpectrum("resnet18", layer="bn1", pool="flatten", image=SMALL_IMAGE)
+    wave = torch.sin(torch.arange(8000) * 0.05)[None] * 0.1
+    with torch.inference_mode():
+        images = extractor.images(wave)
+        ours = extractor.features_of_images(images)
+        net = extractor.backbone
+        expected = net.bn1(net.conv1(extractor.normalise(images))).flatten(1)
+    assert ours.min() < 0
+    torch.testing.assert_close(ours, expected)
+
+
+def test_input_normalisation_is_part_of_the_config():
+    extractor = DeepSpectrum("resnet18", image=SMALL_IMAGE)
+    config = extractor.config()
+    assert config["mean"] == [0.485, 0.456, 0.406] and config["std"] == [0.229, 0.224, 0.225]
+    other = DeepSpectrum("resnet18", image=SMALL_IMAGE, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
+    assert torch.allclose(other.normalise(torch.ones(1, 3, 2, 2)), torch.full((1, 3, 2, 2), 2.0))
+    with pytest.raises(ValueError, match="three values"):
+        DeepSpectrum("resnet18", image=SMALL_IMAGE, mean=[0.5], std=[0.25])

@@ -1,5 +1,6 @@
 """`sermodels features deepspectrum` on real EMO-DB files: output formats, windows and crops, labels, bad files,
-resuming an interrupted run, and the errors that stop a job (exit 2).
+resuming an interrupted run (replaced and failed files redone), the image options, the output lock, and the errors
+that stop a job (exit 2).
 
 A small random-init MobileNetV2 (seeded, 32 x 32 images) keeps it fast; the reference features come from
 :class:`DeepSpectrum` applied to each decoded file (or window) directly.
@@ -7,7 +8,13 @@ A small random-init MobileNetV2 (seeded, 32 x 32 images) keeps it fast; the refe
 
 from __future__ import annotations
 
+import argparse
 import csv
+import fcntl
+import inspect
+import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +24,8 @@ import torch
 
 from sermodels.audio import load_audio
 from sermodels.cli import main
-from sermodels.features.deepspectrum import DeepSpectrum, plan_windows
+from sermodels.features import extract
+from sermodels.features.deepspectrum import DS_HOP, DS_N_FFT, DeepSpectrum, SpectrogramImage, plan_windows
 from sermodels.features.extract import build_extractor, extract_to_file
 
 BACKBONE = "mobilenetv2_100"
@@ -75,7 +83,8 @@ def test_csv_one_row_per_file_equal_to_direct_extraction(tmp_path, inputs, refer
     out = tmp_path / "ds.csv"
     assert _cli(str(inputs), "-o", str(out)) == 0
     header, rows = _read_csv(out)
-    assert header == ["name", *[f"neuron_{i}" for i in range(1, reference.dim + 1)]]  # no timeStamp, no class
+    # The toolkit numbers the features from 0; no timeStamp (whole files), no class (no labels).
+    assert header == ["name", *[f"neuron_{i}" for i in range(reference.dim)]]
     assert [row[0] for row in rows] == [f"{stem}.flac" for stem in STEMS]
     got = _features(header, rows)
     want = np.concatenate([_direct(reference, inputs / f"{stem}.flac") for stem in STEMS])
@@ -93,7 +102,7 @@ def test_windowed_rows_timestamps_and_crop(tmp_path, inputs, reference, crop):
     extra = ["--start", str(start)] + (["--end", str(end)] if end is not None else [])
     assert _cli(*map(str, files), "--window", str(window), "--hop", str(hop), *extra, "-o", str(out)) == 0
     header, rows = _read_csv(out)
-    assert header[:3] == ["name", "timeStamp", "neuron_1"] and header[-1] == f"neuron_{reference.dim}"
+    assert header[:3] == ["name", "timeStamp", "neuron_0"] and header[-1] == f"neuron_{reference.dim - 1}"
     for path in files:
         mine = [row for row in rows if row[0] == path.name]
         frames = sf.info(str(path)).frames
@@ -157,7 +166,7 @@ def test_labels_from_a_table_and_from_folders(tmp_path, class_folders, capsys):
     out = tmp_path / "labelled.csv"
     assert _cli(str(class_folders), "--labels", str(table), "-o", str(out)) == 0
     header, rows = _read_csv(out)
-    assert header[0] == "name" and header[-1] == "class" and header[1] == "neuron_1"
+    assert header[0] == "name" and header[-1] == "class" and header[1] == "neuron_0"
     assert [(row[0], row[-1]) for row in rows] == list(zip(names, ["W", "F", "F", "N"]))
 
     assert _cli(str(class_folders), "--folder-labels", "-o", str(out)) == 0
@@ -178,7 +187,7 @@ def test_bad_files_reported_skipped_and_listed(tmp_path, inputs, capsys):
     (inputs / "corrupt.wav").write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
     (inputs / "empty.flac").write_bytes(b"")
     short, rate = sf.read(str(inputs / "03a01Fa.flac"), frames=100)
-    sf.write(str(inputs / "short.wav"), short, rate)  # 100 samples: under the 257 a centred 512-point STFT needs
+    sf.write(str(inputs / "short.wav"), short, rate)  # 100 samples: under the 512 of one uncentred STFT frame
     out = tmp_path / "ds.csv"
     assert _cli(str(inputs), "-o", str(out)) == 1
     err = capsys.readouterr().err
@@ -262,3 +271,137 @@ def test_cli_help_lists_the_options(capsys):
     text = capsys.readouterr().out
     for option in ("--weights", "--pretrained", "--random-init", "--window", "--labels", "--precision", "--restart"):
         assert option in text
+
+
+def _random_extractor(**image):
+    return build_extractor(BACKBONE, weights="random", image={"size": (SIZE, SIZE), **image})
+
+
+def test_replaced_or_touched_files_are_recomputed_on_resume(tmp_path, inputs, emodb_root, reference):
+    copy = inputs / "03a01Fa.flac"
+    copy.unlink()
+    shutil.copyfile(emodb_root / "wav" / "03a01Fa.flac", copy)  # a real file of ours, to touch
+    extractor, weights_id = _random_extractor()
+    out = tmp_path / "ds.csv"
+    options = {"weights_id": weights_id, "progress": False, "verbose": False}
+    first = extract_to_file([inputs], out, extractor, max_files=2, **options)  # 03a01Fa and 03a01Nc done
+    assert (first["processed"], first["complete"]) == (2, False)
+
+    stat = copy.stat()
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched: same bytes, a newer mtime
+    replaced = inputs / "03a01Nc.flac"
+    replaced.unlink()
+    replaced.symlink_to(emodb_root / "wav" / "03a04Ad.flac")  # replaced: same name, another recording
+
+    second = extract_to_file([inputs], out, extractor, **options)
+    assert (second["already_done"], second["processed"], second["complete"]) == (0, 4, True)
+    header, rows = _read_csv(out)
+    assert [row[0] for row in rows] == [f"{stem}.flac" for stem in STEMS]  # each once: stale entries unused
+    got = dict(zip([row[0] for row in rows], _features(header, rows)))
+    np.testing.assert_allclose(got["03a01Nc.flac"], _direct(reference, replaced)[0], **TOLERANCE)
+    np.testing.assert_allclose(got["03a01Fa.flac"], _direct(reference, copy)[0], **TOLERANCE)
+    assert not np.allclose(got["03a01Nc.flac"], _direct(reference, emodb_root / "wav" / "03a01Nc.flac")[0])
+
+
+def test_failed_files_are_retried_on_resume(tmp_path, inputs, emodb_root, reference, capsys):
+    fixed, broken = inputs / "00fixed.flac", inputs / "zz_broken.flac"
+    good = (emodb_root / "wav" / "03a04Ad.flac").read_bytes()
+    fixed.write_bytes(bytes(len(good)))  # zeros: not an audio file
+    stamp = fixed.stat().st_mtime_ns
+    broken.write_bytes(b"")
+    extractor, weights_id = _random_extractor()
+    out = tmp_path / "ds.csv"
+    options = {"weights_id": weights_id, "progress": False}
+    first = extract_to_file([inputs], out, extractor, max_files=2, **options)  # 00fixed (fails) and 03a01Fa
+    assert (first["processed"], first["failed"], first["complete"]) == (2, 1, False)
+    assert "00fixed.flac: not an audio file" in capsys.readouterr().err
+
+    # Fixed between the runs without a new size or mtime (as when a decoder or a permission was the problem): the
+    # file keeps its key, and is retried because it failed.
+    fixed.write_bytes(good)
+    os.utime(fixed, ns=(stamp, stamp))
+    second = extract_to_file([inputs], out, extractor, **options)
+    assert (second["already_done"], second["processed"], second["failed"]) == (1, 5, 1)
+    assert "1 of 6 files already done; retrying 1 that failed" in capsys.readouterr().err
+    header, rows = _read_csv(out)
+    assert [row[0] for row in rows] == ["00fixed.flac", *[f"{stem}.flac" for stem in STEMS]]
+    np.testing.assert_allclose(_features(header, rows[:1]), _direct(reference, fixed), **TOLERANCE)
+    _, errors = _read_csv(tmp_path / "ds.errors.csv")
+    assert [Path(path).name for path, _ in errors] == ["zz_broken.flac"]  # the earlier error is gone
+
+
+def test_settings_hold_versions_and_the_autocast_device(tmp_path, inputs):
+    extractor, weights_id = _random_extractor()
+    options = {"weights_id": weights_id, "progress": False, "verbose": False, "max_files": 0}
+    import timm
+
+    extract_to_file([inputs], tmp_path / "a.csv", extractor, **options)
+    stored = json.loads((tmp_path / "a.csv.partial" / "settings.json").read_text())
+    assert stored["versions"] == {"sermodels": "0.1.0", "torch": torch.__version__, "timm": timm.__version__}
+    assert "device_type" not in stored  # fp32 features do not depend on the device
+    assert stored["extractor"]["image"] == {**SpectrogramImage(size=(SIZE, SIZE)).config()}
+
+    extract_to_file([inputs], tmp_path / "b.csv", extractor, precision="bf16", **options)
+    settings = tmp_path / "b.csv.partial" / "settings.json"
+    stored = json.loads(settings.read_text())
+    assert (stored["precision"], stored["device_type"]) == ("bf16", "cpu")
+
+    stored["versions"]["torch"] = "1.0.0"  # as if written by another torch
+    settings.write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match=r"versions\.torch: '1\.0\.0' then"):
+        extract_to_file([inputs], tmp_path / "b.csv", extractor, precision="bf16", **options)
+
+
+def test_a_second_run_on_the_same_output_is_refused(tmp_path, inputs, capsys):
+    out = tmp_path / "ds.csv"
+    partial = tmp_path / "ds.csv.partial"
+    partial.mkdir()
+    with open(partial / "lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run, as far as the command can tell
+        assert _cli(str(inputs / "03a01Fa.flac"), "-o", str(out)) == 2
+        err = capsys.readouterr().err
+        assert f"{out} is in use by another run" in err
+        assert not out.exists() and sorted(p.name for p in partial.iterdir()) == ["lock"]  # nothing written
+    assert _cli(str(inputs / "03a01Fa.flac"), "-o", str(out)) == 0  # released: the run goes ahead
+    assert len(_read_csv(out)[1]) == 1 and not partial.exists()
+
+
+def test_too_short_window_refused_and_too_short_crop_reported(tmp_path, inputs, capsys):
+    out = tmp_path / "ds.csv"
+    assert _cli(str(inputs), "--window", "0.02", "-o", str(out)) == 2  # 320 samples < n_fft
+    err = capsys.readouterr().err
+    assert "window 0.02 s is 320 samples" in err and f"at least {DS_N_FFT} samples" in err
+    assert f"n_fft={DS_N_FFT}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # refused before any work
+
+    assert _cli(str(inputs / "03a01Fa.flac"), "--end", "0.02", "-o", str(out)) == 1
+    err = capsys.readouterr().err
+    assert f"the window/crop leaves 320 samples (0.020 s); a spectrogram image needs at least {DS_N_FFT}" in err
+
+
+def test_image_options_reach_the_extractor(tmp_path, inputs, reference):
+    path = inputs / "03a01Wa.flac"
+    out = tmp_path / "opts.npy"
+    options = ["--f-min", "100", "--f-max", "6000", "--top-db", "60", "--center", "--mel-scale", "htk"]
+    assert _cli(str(path), *options, "--mel-norm", "none", "-o", str(out)) == 0
+    image = {"size": (SIZE, SIZE), "f_min": 100.0, "f_max": 6000.0, "top_db": 60.0, "center": True}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        tuned = DeepSpectrum(BACKBONE, image={**image, "mel_scale": "htk", "mel_norm": None}).eval()
+    got = np.load(out)
+    np.testing.assert_allclose(got, _direct(tuned, path), **TOLERANCE)
+    assert not np.allclose(got, _direct(reference, path), **TOLERANCE)  # the options changed the features
+
+    assert _cli(str(path), "--f-min", "9000", "-o", str(tmp_path / "bad.csv")) == 2  # above the Nyquist
+    assert _cli(str(path), "--top-db", "0", "-o", str(tmp_path / "bad.csv")) == 2
+
+
+def test_cli_image_defaults_are_the_module_defaults():
+    parser = argparse.ArgumentParser()
+    extract.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["deepspectrum", "in.wav", "-o", "out.csv"])
+    assert (args.n_fft, args.hop_length) == (DS_N_FFT, DS_HOP)
+    defaults = {name: p.default for name, p in inspect.signature(SpectrogramImage).parameters.items()}
+    for name in ("n_mels", "n_fft", "hop_length", "f_min", "f_max", "top_db", "center", "mel_scale", "colormap"):
+        assert getattr(args, name) == defaults[name], name
+    assert defaults["mel_norm"] == "slaney" == args.mel_norm and args.window is None
