@@ -203,14 +203,20 @@ def emonet_table(path: Path = RESULTS / "emonet.json", baselines: Path = RESULTS
     return "\n".join(rows)
 
 
-def emonet_cell(run: dict[str, Any] | None) -> str:
-    """Test UAR %, with + / − when McNemar's test against scratch gives p < 0.05 (sign: the UAR difference)."""
+def marked_cell(run: dict[str, Any] | None, test_key: str) -> str:
+    """Test UAR %, with + / − when the McNemar test stored under ``test_key`` gives p < 0.05 (sign: the UAR
+    difference)."""
     if not run or run.get("uar") is None:
         return "–"
-    test = run.get("mcnemar_vs_scratch")
+    test = run.get(test_key)
     if test and test["p_value"] < 0.05:
         return f"{pct(run['uar'])} {'+' if test['uar_higher'] else '−'}"
     return pct(run["uar"])
+
+
+def emonet_cell(run: dict[str, Any] | None) -> str:
+    """Test UAR %, marked + / − against scratch."""
+    return marked_cell(run, "mcnemar_vs_scratch")
 
 
 def emonet_caption(res: dict[str, Any]) -> str:
@@ -378,10 +384,174 @@ def predict_memory_rows(memory: dict[str, Any]) -> list[str]:
     return rows
 
 
+# ------------------------------------------------------------------------------------------------ Deep Spectrum
+
+#: benchmarks/deep_spectrum.py extractors, in the table's row order.
+DS_EXTRACTORS = {
+    "mobilenetv2_100.imagenet": "MobileNetV2, ImageNet weights",
+    "mobilenetv2_100.random": "MobileNetV2, random init",
+    "vgg16.random": "VGG16 fc7, random init",
+}
+DS_CORPORA = ("emodb", "emovo", "ravdess", "urdu")
+DS_REFERENCE = "mobilenetv2_100.imagenet"
+
+
+def deep_spectrum_table(
+    path: Path = RESULTS / "deep_spectrum.json", baselines: Path = RESULTS / "baselines.json"
+) -> str:
+    """Fixed-split test UAR of each extractor on the four corpora and EMO-DB LOSO, the paper's anchor and the
+    speed of the image path and of extraction."""
+    if not path.is_file():
+        return "_No results yet: run `python benchmarks/deep_spectrum.py`._"
+    res = read_json_object(path)
+    extractors, facts = res.get("extractors", {}), res.get("corpora", {})
+    heads = [f"{CORPUS_NAMES[c]} ({facts[c]['n']['test']})" if c in facts else CORPUS_NAMES[c] for c in DS_CORPORA]
+    rows = ["| extractor | " + " | ".join(heads) + " | mean | EMO-DB LOSO |", "|---" * (len(DS_CORPORA) + 3) + "|"]
+    for name, label in DS_EXTRACTORS.items():
+        entry = extractors.get(name)
+        if entry is None:
+            continue
+        fixed = entry.get("fixed", {})
+        uars = [fixed.get(c, {}).get("uar") for c in DS_CORPORA]
+        mean = pct(statistics.mean(uars)) if None not in uars else "–"
+        loso = entry.get("loso", {}).get("emodb", {}).get("uar")
+        cells = [deep_spectrum_cell(fixed.get(c)) for c in DS_CORPORA]
+        rows.append(f"| {label} | " + " | ".join(cells) + f" | {mean} | {pct(loso)} |")
+    if all(c in facts for c in DS_CORPORA):
+        chance = [facts[c]["chance_uar"] for c in DS_CORPORA]
+        cells = [pct(v) for v in chance] + [pct(statistics.mean(chance)), pct(facts["emodb"]["chance_uar"])]
+        rows.append("| chance (1 / classes) | " + " | ".join(cells) + " |")
+    rows += ["", deep_spectrum_caption(res)]
+    svm = best_svm_fixed(baselines)
+    if svm:
+        rows += ["", "Best SVM baseline on the same test partitions (see Baselines): " + "; ".join(svm) + "."]
+    verdicts = deep_spectrum_verdicts(res)
+    if verdicts:
+        rows += [""] + [f"- {line}" for line in verdicts]
+    if res.get("speed"):
+        rows += ["", deep_spectrum_speed(res)]
+    machine = res.get("machine", {})
+    quick = " (a `--quick` smoke run: a few files, not the benchmark)" if res.get("quick") else ""
+    rows += [
+        "",
+        f"Measured {res.get('date', '?')[:10]} on {machine.get('cpu_model', '?')} ({machine.get('torch_threads', '?')} "
+        f"torch threads), torch "
+        f"{machine.get('torch', '?')}, timm {machine.get('timm', '?')}, scikit-learn "
+        f"{machine.get('scikit_learn', '?')}, "
+        "by `python benchmarks/deep_spectrum.py` (`benchmarks/results/deep_spectrum.json`)" + quick + ".",
+    ]
+    return "\n".join(rows)
+
+
+def deep_spectrum_cell(run: dict[str, Any] | None) -> str:
+    """Test UAR %, marked + / − against the ImageNet extractor."""
+    return marked_cell(run, "mcnemar_vs_imagenet")
+
+
+def deep_spectrum_caption(res: dict[str, Any]) -> str:
+    protocol = res.get("protocol", {})
+    image = protocol.get("image", {})
+    size = "×".join(str(v) for v in image.get("size", [])) or "?"
+    return (
+        "Test UAR in % on our fixed speaker-independent split. Features of whole files: "
+        f"{image.get('n_mels', '?')}-band "
+        f"mel spectrogram plots in the {image.get('colormap', '?')} colour map, {size} (EmoNet paper §4.2), rendered "
+        f"in torch, {protocol.get('precision', '?')} autocast; z-score and class-balanced linear SVM, C chosen on dev "
+        "from 1 down to 1e-9 and refit on train + dev (§4.1); EMO-DB LOSO: C by speaker-grouped inner "
+        "cross-validation on the nine training speakers, UAR pooled over the ten held-out speakers. MobileNetV2: "
+        "timm `mobilenetv2_100`, pooled pre-logits (1280-d), with torchvision's ImageNet weights converted from its "
+        "int8 file (`sermodels.convert`) or randomly initialised (seed 0); VGG16: fc7 (4096-d), random init. "
+        "**+** / **−**: significantly better / worse than the ImageNet MobileNetV2 on the same test files "
+        "(McNemar's test, p < 0.05); no mark: no significant difference."
+    )
+
+
+def deep_spectrum_verdicts(res: dict[str, Any]) -> list[str]:
+    """Each extractor against the ImageNet one; where we stand against the paper; what could not be run."""
+    lines = []
+    extractors = res.get("extractors", {})
+    reference = extractors.get(DS_REFERENCE, {})
+    ours = reference.get("fixed", {})
+    for name, label in DS_EXTRACTORS.items():
+        if name == DS_REFERENCE or name not in extractors:
+            continue
+        line = versus_imagenet(label, reference, extractors[name])
+        if line:
+            lines.append(line)
+    for anchor in res.get("anchors", []):
+        run = ours.get(anchor["corpus"])
+        name = CORPUS_NAMES.get(anchor["corpus"], anchor["corpus"])
+        theirs = f"the paper's {anchor['system']}, {pct(anchor['uar'])} % in {anchor['source']}"
+        if run is None:
+            lines.append(f"{name}: not run yet; {theirs}.")
+            continue
+        lines.append(
+            f"{name}: our ImageNet MobileNetV2 {pct(run['uar'])} % vs {theirs} — {points(run['uar'], anchor['uar'])}; "
+            "their EmoSet partition and ImageNet VGG16 against our split and MobileNetV2: context, not a like-for-like "
+            "comparison."
+        )
+    for what in res.get("not_available", {}).values():
+        lines.append(what)
+    return lines
+
+
+def versus_imagenet(label: str, reference: dict[str, Any], entry: dict[str, Any]) -> str | None:
+    """``label``'s test UAR minus the ImageNet MobileNetV2's, per corpus with McNemar's p, and on EMO-DB LOSO."""
+    ours, theirs = reference.get("fixed", {}), entry.get("fixed", {})
+    shared = [c for c in DS_CORPORA if c in ours and c in theirs]
+    if not shared:
+        return None
+    gaps = []
+    for c in shared:
+        test = theirs[c].get("mcnemar_vs_imagenet")
+        p = f" (p = {test['p_value']:.2g})" if test else ""
+        gaps.append(f"{CORPUS_NAMES[c]} {100 * (theirs[c]['uar'] - ours[c]['uar']):+.1f}{p}")
+    mean_gap = statistics.mean(theirs[c]["uar"] - ours[c]["uar"] for c in shared)
+    significant = sum(bool(theirs[c].get("mcnemar_vs_imagenet", {}).get("significant")) for c in shared)
+    line = (
+        f"{label} against the ImageNet MobileNetV2: {100 * mean_gap:+.1f} points of test UAR on average, "
+        f"significantly different on {significant} of {len(shared)} corpora (per corpus, McNemar's p: "
+        + "; ".join(gaps)
+        + ")"
+    )
+    loso_ours = reference.get("loso", {}).get("emodb", {}).get("uar")
+    loso_theirs = entry.get("loso", {}).get("emodb", {}).get("uar")
+    if loso_ours is not None and loso_theirs is not None:
+        line += f"; EMO-DB LOSO {100 * (loso_theirs - loso_ours):+.1f}"
+    return line + "."
+
+
+def deep_spectrum_speed(res: dict[str, Any]) -> str:
+    sp = res["speed"]
+    img = sp["image_path"]
+    ours, theirs = img["torch"], img["matplotlib"]
+    e2e = ", ".join(f"{e['backbone']} {e['precision']} {e['x_realtime']:.0f}×" for e in sp["end_to_end"])
+    gpu = sp.get("gpu")
+    if gpu:
+        rates = ", ".join(f"{e['backbone']} {e['precision']} {e['x_realtime']:.0f}×" for e in gpu["end_to_end"])
+        gpu_text = (
+            f"On the GPU ({gpu['device']}): images {gpu['image_path_torch']['x_realtime']:.0f}×, end to end {rates}."
+        )
+    else:
+        gpu_text = f"GPU: not measured ({sp.get('gpu_reason', 'no GPU')})."
+    load = sp.get("load_average_at_start")
+    busy = f" (machine load average {load[0]:.1f} at the start)" if load else ""
+    return (
+        f"Speed on {len(sp['files'])} EMO-DB files ({sp['audio_seconds']:.0f} s of audio), {sp['threads']} torch "
+        f"threads{busy}, best of {sp['repeats']} after a warm-up, in × real time (audio seconds per wall second): the "
+        f"images (dB spectrogram to normalised backbone input) rendered in torch in batches of {ours['batch']} run at "
+        f"{ours['x_realtime']:.0f}× ({ours['images_per_s']:.0f} images/s), the matplotlib round trip (plot, PNG, "
+        f"decode) at {theirs['x_realtime']:.0f}× ({theirs['images_per_s']:.1f} images/s): "
+        f"{img['torch_over_matplotlib']:.1f}× faster, with {100 * img['pixels_identical']:.2f} % of pixels "
+        f"identical. End to end (decode + render + backbone) on the CPU: {e2e} real time. " + gpu_text
+    )
+
+
 SECTIONS = {
     "models": models_table,
     "emonet": emonet_table,
     "emonet_speed": emonet_speed_table,
+    "deep_spectrum": deep_spectrum_table,
     "baselines": baselines_table,
     "setup": setup_table,
     "cache": cache_table,
