@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
 import lightning as L
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+RECIPE_REQUIRED = ("id", "corpus", "root", "output")
 
 
 def gather_predictions(module: L.LightningModule, pred: torch.Tensor, true: torch.Tensor):
@@ -22,3 +29,20 @@ def gather_predictions(module: L.LightningModule, pred: torch.Tensor, true: torc
     return torch.cat([pred[r, :n] for r, n in enumerate(counts)]), torch.cat(
         [true[r, :n] for r, n in enumerate(counts)]
     )
+
+
+def merge_recipe(
+    path: str | Path,
+    defaults: Mapping[str, Any],
+    overrides: Sequence[str] = (),
+    required: Sequence[str] = RECIPE_REQUIRED,
+) -> dict[str, Any]:
+    """A recipe YAML merged over ``defaults``, then ``key=value`` overrides from the command line; the keys in
+    ``required`` must be present."""
+    cfg = OmegaConf.merge(
+        OmegaConf.create(dict(defaults)), OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides))
+    )
+    missing = [k for k in required if k not in cfg]
+    if missing:
+        raise ValueError(f"{path}: recipe lacks {missing}")
+    return OmegaConf.to_container(cfg, resolve=True)

@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,7 +22,6 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 import sermodels
@@ -32,8 +29,8 @@ from sermodels.audio import load_audio
 from sermodels.features.deepspectrum import PRECISIONS, DeepSpectrum, autocast, autocast_dtype, weights_digest
 from sermodels.metrics import uar
 from sermodels.models.deep_spectrum import DeepSpectrumModel
-from sermodels.tasks.common import gather_predictions
-from sermodels.tasks.svm import SVMFit, fit_fixed
+from sermodels.tasks.common import gather_predictions, merge_recipe
+from sermodels.tasks.svm import SVMFit, feature_cache_path, fit_fixed, store_features
 
 # ---------------------------------------------------------------------------------------------------- features
 
@@ -61,13 +58,8 @@ def extract_features(
     rate = extractor.images.sample_rate
     cache = None
     if cache_dir is not None:
-        h = hashlib.sha256(
-            json.dumps([extractor.config(), weights_digest(extractor), precision, sermodels.__version__]).encode()
-        )
-        for p in paths:
-            st = os.stat(p)
-            h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        cache = Path(cache_dir) / f"deepspectrum-{h.hexdigest()[:20]}.npy"
+        settings = ["deepspectrum", extractor.config(), weights_digest(extractor), precision, sermodels.__version__]
+        cache = feature_cache_path(paths, settings, cache_dir)
         if cache.is_file():
             return np.load(cache, allow_pickle=False)
     extractor = extractor.to(device).eval()
@@ -84,10 +76,7 @@ def extract_features(
     bar.close()
     feats = np.concatenate(out) if out else np.zeros((0, extractor.dim), dtype=np.float32)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npy")
-        np.save(tmp, feats)
-        tmp.replace(cache)
+        store_features(cache, feats)
     return feats
 
 
@@ -300,15 +289,9 @@ RECIPE_DEFAULTS = {
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """A Deep Spectrum recipe YAML merged over :data:`RECIPE_DEFAULTS`, with ``key=value`` overrides."""
-    cfg = OmegaConf.merge(
-        OmegaConf.create(RECIPE_DEFAULTS), OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides))
-    )
-    missing = [k for k in ("id", "corpus", "root", "output") if k not in cfg]
-    if missing:
-        raise ValueError(f"{path}: recipe lacks {missing}")
-    if cfg.arch != "deep_spectrum":
-        raise ValueError(f"{path}: arch must be deep_spectrum, got {cfg.arch!r}")
-    recipe = OmegaConf.to_container(cfg, resolve=True)
+    recipe = merge_recipe(path, RECIPE_DEFAULTS, overrides)
+    if recipe["arch"] != "deep_spectrum":
+        raise ValueError(f"{path}: arch must be deep_spectrum, got {recipe['arch']!r}")
     recipe["recipe_path"] = str(path)
     _pretrained_arg(recipe["weights"])
     autocast_dtype(recipe["precision"], recipe["device"])  # fp16 on a CPU fails before any work

@@ -188,7 +188,7 @@ def extract_features(
 
         extractor = OpenSmileFunctionals(_OPENSMILE_SETS[feature_set], sample_rate=sample_rate)
         config = extractor.config() | {"opensmile": _version("opensmile")}
-    cache = _cache_path(paths, [feature_set, config, sermodels.__version__], cache_dir)
+    cache = feature_cache_path(paths, [feature_set, config, sermodels.__version__], cache_dir)
     if cache is not None and cache.is_file():
         return np.load(cache, allow_pickle=False)
     if feature_set == "logmel600":
@@ -197,10 +197,7 @@ def extract_features(
         feats = extractor.extract_files(paths)
     feats = np.asarray(feats, dtype=np.float32)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npy")
-        np.save(tmp, feats)
-        tmp.replace(cache)
+        store_features(cache, feats)
     return feats
 
 
@@ -216,7 +213,9 @@ def _logmel_features(extractor: LogMelFunctionals, paths: Sequence, batch_size: 
     return np.concatenate(out)
 
 
-def _cache_path(paths: Sequence, settings: list, cache_dir) -> Path | None:
+def feature_cache_path(paths: Sequence, settings: list, cache_dir) -> Path | None:
+    """``<cache_dir>/<settings[0]>-<key>.npy`` (None without a cache folder): the key covers the settings (JSON) and
+    every file's absolute path, size and mtime, so a changed setting or file never reuses stale features."""
     if cache_dir is None:
         return None
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
@@ -224,6 +223,14 @@ def _cache_path(paths: Sequence, settings: list, cache_dir) -> Path | None:
         st = os.stat(p)
         h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return Path(cache_dir) / f"{settings[0]}-{h.hexdigest()[:20]}.npy"
+
+
+def store_features(cache: Path, feats: np.ndarray) -> None:
+    """Write a feature matrix to its cache file atomically (a temporary file, then a rename)."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npy")
+    np.save(tmp, feats)
+    tmp.replace(cache)
 
 
 def _version(package: str) -> str | None:

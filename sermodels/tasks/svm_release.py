@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from sermodels._registry import save_pretrained
 from sermodels.data import load_corpus
 from sermodels.models.svm import LogMelSVM
+from sermodels.tasks.common import merge_recipe
 from sermodels.tasks.svm import SVMFit, extract_features, fit_fixed, make_svm, select_by_group_cv
 
 RECIPE_DEFAULTS = {
@@ -32,17 +32,13 @@ RECIPE_DEFAULTS = {
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """A recipe YAML merged over the defaults, with ``key=value`` overrides from the command line."""
-    cfg = OmegaConf.merge(
-        OmegaConf.create(RECIPE_DEFAULTS), OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides))
-    )
-    missing = [k for k in ("id", "corpus", "root", "output") if k not in cfg]
-    if missing:
-        raise ValueError(f"{path}: recipe lacks {missing}")
-    if cfg.arch != "logmel_svm" or cfg.features != "logmel600" or cfg.svm != "linear":
+    recipe = merge_recipe(path, RECIPE_DEFAULTS, overrides)
+    if recipe["arch"] != "logmel_svm" or recipe["features"] != "logmel600" or recipe["svm"] != "linear":
         raise ValueError(
-            f"{path}: only a linear SVM on logmel600 exports to a torch model (got {cfg.svm} on {cfg.features})"
+            f"{path}: only a linear SVM on logmel600 exports to a torch model "
+            f"(got {recipe['svm']} on {recipe['features']})"
         )
-    return OmegaConf.to_container(cfg, resolve=True)
+    return recipe
 
 
 def export_linear(
