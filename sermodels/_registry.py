@@ -256,7 +256,6 @@ def save_pretrained(model: SERModel, folder: str | Path, *, extra: dict[str, Any
     ``extra`` adds top-level keys to config.json, e.g. ``"id"`` and ``"training"`` (corpora with licences, split,
     recipe, schedule) that the model card reads. Tensors are saved contiguous, on CPU, in their own dtype.
     """
-    from safetensors.torch import save_file
 
     if not isinstance(model, SERModel):
         raise TypeError(f"save_pretrained needs a SERModel, got {type(model).__name__}")
@@ -281,11 +280,26 @@ def save_pretrained(model: SERModel, folder: str | Path, *, extra: dict[str, Any
         raise ValueError(f"config.json of {model.arch}: model.config() or extra is not plain JSON ({err})") from None
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(
-        _plain_state_dict(model), str(folder / WEIGHTS_NAME), metadata={"format": "pt", "architecture": model.arch}
-    )
+    metadata = {"format": "pt", "architecture": model.arch}
+    (folder / WEIGHTS_NAME).write_bytes(safetensors_bytes(_plain_state_dict(model), metadata))
     (folder / CONFIG_NAME).write_text(text)
     return folder
+
+
+def safetensors_bytes(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """``state`` serialised as safetensors, byte for byte the same on every run: safetensors writes
+    ``__metadata__`` in hash-map order, which changes from run to run, so it is sorted (the header keeps its length,
+    padded with spaces as the format allows)."""
+    from safetensors.torch import save
+
+    blob = save(state, metadata=metadata)
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + size])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    if len(text) > size:
+        raise RuntimeError(f"re-serialised safetensors header grew from {size} to {len(text)} bytes")
+    return blob[:8] + text.ljust(size) + blob[8 + size :]
 
 
 def _plain_state_dict(model: SERModel) -> dict[str, torch.Tensor]:

@@ -29,7 +29,6 @@ loads weights from.
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from collections.abc import Iterator
@@ -38,6 +37,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from sermodels._registry import safetensors_bytes
 
 TIMM_MOBILENET_V2 = "mobilenetv2_100"
 # torchvision's quantized MobileNetV2 packs its weights for the QNNPACK backend (../shared/data/README.md).
@@ -271,8 +272,6 @@ def _check_keys(state: dict[str, torch.Tensor], model: nn.Module, src: Path) -> 
 
 def _save(state: dict[str, torch.Tensor], dst: Path, src: Path, sha256: str, schemes: set[str]) -> None:
     """Write ``state`` as safetensors, atomically, byte-for-byte the same on every run."""
-    from safetensors.torch import save
-
     metadata = {
         "format": "pt",
         "source": src.name,
@@ -283,17 +282,5 @@ def _save(state: dict[str, torch.Tensor], dst: Path, src: Path, sha256: str, sch
     }
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".tmp")
-    tmp.write_bytes(_sorted_metadata(save(state, metadata=metadata)))
+    tmp.write_bytes(safetensors_bytes(state, metadata))
     tmp.replace(dst)
-
-
-def _sorted_metadata(blob: bytes) -> bytes:
-    """safetensors writes ``__metadata__`` in hash-map order, which changes from run to run: sort it, so that the
-    same conversion gives the same file and sha256. The header keeps its length (it is padded with spaces)."""
-    size = int.from_bytes(blob[:8], "little")
-    header = json.loads(blob[8 : 8 + size])
-    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-    text = json.dumps(header, separators=(",", ":")).encode()
-    if len(text) > size:
-        raise RuntimeError(f"re-serialised safetensors header grew from {size} to {len(text)} bytes")
-    return blob[:8] + text.ljust(size) + blob[8 + size :]

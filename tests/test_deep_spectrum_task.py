@@ -103,7 +103,7 @@ def test_lightning_linear_head_trains_on_the_frozen_extractor(imagenet_weights):
 def test_recipe_defaults_and_errors(tmp_path):
     recipe = load_recipe(REPO / "recipes" / "deep_spectrum" / "mobilenetv2.emodb.yaml", ["batch_size=4"])
     assert recipe["id"] == "deep_spectrum_mobilenetv2.emodb" and recipe["batch_size"] == 4
-    assert recipe["image"]["colormap"] == "magma" and recipe["classifier"] == "svm"
+    assert recipe["image"]["colormap"] == "magma" and recipe["classifier"] == "linear" and recipe["epochs"] == 30
     bad = tmp_path / "bad.yaml"
     bad.write_text("id: x\ncorpus: emodb\nroot: r\n")
     with pytest.raises(ValueError, match="lacks"):

@@ -306,3 +306,18 @@ def test_invalid_index_is_reported(tmp_path, monkeypatch, content, message):
     with pytest.raises(ValueError, match=message) as err:
         load_index()
     assert str(index) in str(err.value)
+
+
+def test_safetensors_bytes_are_reproducible():
+    """safetensors writes its metadata in hash-map order; ours are sorted, so equal weights give equal files."""
+    from safetensors.torch import load
+
+    from sermodels._registry import safetensors_bytes
+
+    state = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.ones(2)}
+    metadata = {f"key{i}": str(i) for i in range(12)} | {"format": "pt"}
+    blobs = {safetensors_bytes(state, dict(reversed(list(metadata.items())))) for _ in range(5)}
+    blobs.add(safetensors_bytes(state, metadata))
+    assert len(blobs) == 1
+    loaded = load(blobs.pop())
+    assert torch.equal(loaded["w"], state["w"]) and torch.equal(loaded["b"], state["b"])
