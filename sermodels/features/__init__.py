@@ -1,7 +1,8 @@
 """Input representations: native-torch spectrogram, mel, dB and deltas (torchaudio-compatible), the NICU log-mel
-functionals, z-score standardisation, and eGeMAPS/GeMAPS through openSMILE (needs the non-commercial ``smile``
-extra only when an ``OpenSmileFunctionals`` is created)."""
+functionals, z-score standardisation, Deep Spectrum images and CNN features (``deepspectrum``), and eGeMAPS/GeMAPS
+through openSMILE (needs the non-commercial ``smile`` extra only when an ``OpenSmileFunctionals`` is created)."""
 
+from .deepspectrum import DeepSpectrum, SpectrogramImage
 from .egemaps import OpenSmileFunctionals
 from .functionals import LogMelFunctionals
 from .normalize import Standardizer, apply_per_corpus, fit_per_corpus
@@ -19,10 +20,12 @@ from .spectrogram import (
 __all__ = [
     "WINDOWS",
     "AmplitudeToDB",
+    "DeepSpectrum",
     "LogMelFunctionals",
     "MelSpectrogram",
     "OpenSmileFunctionals",
     "Spectrogram",
+    "SpectrogramImage",
     "Standardizer",
     "amplitude_to_db",
     "apply_per_corpus",
