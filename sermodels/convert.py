@@ -279,6 +279,9 @@ def _save(state: dict[str, torch.Tensor], dst: Path, src: Path, sha256: str, sch
         "source_quantization": ",".join(sorted(schemes)),
         "timm_model": TIMM_MOBILENET_V2,
         "converter": "sermodels.convert.convert_mobilenet_v2_int8",
+        # The shared weights file comes from pytorch/ios-demo-app (BSD licence): the licence travels with the weights
+        # into every model card that uses them.
+        "source_licence": "BSD (torchvision ImageNet MobileNetV2, int8 TorchScript from pytorch/ios-demo-app)",
     }
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".tmp")
