@@ -46,3 +46,29 @@ def merge_recipe(
     if missing:
         raise ValueError(f"{path}: recipe lacks {missing}")
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def save_release(
+    model, recipe: Mapping[str, Any], corpus, split: Mapping[str, list], fit: Sequence[str], **training: Any
+) -> Path:
+    """Save a model fitted by a one-corpus recipe to ``recipe["output"]`` with its provenance: recipe, corpus facts
+    (without the local root), split and partition sizes, the partitions it was fitted on (selection on dev), and
+    ``training`` (classifier, selection scores, ...)."""
+    from sermodels._registry import save_pretrained
+
+    info = {k: v for k, v in corpus.info().items() if k != "root"}  # a path on the training machine
+    return save_pretrained(
+        model,
+        Path(recipe["output"]),
+        extra={
+            "id": recipe["id"],
+            "training": {
+                "recipe": recipe.get("recipe_path"),
+                "corpora": [info],
+                "split": recipe["split"],
+                "partitions": {"select": "dev", "fit": list(fit)},
+                "files": {name: len(split[name]) for name in ("train", "dev", "test")},
+                **training,
+            },
+        },
+    )

@@ -29,7 +29,7 @@ from sermodels.audio import load_audio
 from sermodels.features.deepspectrum import PRECISIONS, DeepSpectrum, autocast, autocast_dtype, weights_digest
 from sermodels.metrics import uar
 from sermodels.models.deep_spectrum import DeepSpectrumModel
-from sermodels.tasks.common import gather_predictions, merge_recipe
+from sermodels.tasks.common import gather_predictions, merge_recipe, save_release
 from sermodels.tasks.svm import SVMFit, feature_cache_path, fit_fixed, store_features
 
 # ---------------------------------------------------------------------------------------------------- features
@@ -314,7 +314,6 @@ def _pretrained_arg(weights: str) -> bool | str:
 def release(recipe: dict[str, Any]) -> Path:
     """Fit a recipe's head on the fixed split and save the checkpoint folder (config, weights; the card and test
     metrics come from ``sermodels card`` / ``sermodels evaluate``)."""
-    from sermodels._registry import save_pretrained
     from sermodels.data import load_corpus
 
     corpus = load_corpus(recipe["corpus"], recipe["root"])
@@ -326,12 +325,9 @@ def release(recipe: dict[str, Any]) -> Path:
             labels,
             head=recipe["corpus"],
             sample_rate=recipe["sample_rate"],
-            backbone=recipe["backbone"],
-            layer=recipe["layer"],
-            image=recipe["image"],
-            pool=recipe["pool"],
             classifier="svm",
             pretrained=_pretrained_arg(recipe["weights"]),
+            **_extractor_args(recipe),
         )
         paths = {name: [it.path for it in split[name]] for name in ("train", "dev", "test")}
         feats = {
@@ -347,29 +343,21 @@ def release(recipe: dict[str, Any]) -> Path:
         selection: Any = fit.selection
     else:
         model, classifier, selection = _fit_linear(recipe)
-    info = {k: v for k, v in corpus.info().items() if k != "root"}
-    out = Path(recipe["output"])
-    save_pretrained(
+    return save_release(
         model.eval(),
-        out,
-        extra={
-            "id": recipe["id"],
-            "training": {
-                "recipe": recipe.get("recipe_path"),
-                "corpora": [info],
-                "split": recipe["split"],
-                "partitions": {
-                    "select": "dev",
-                    "fit": ["train", "dev"] if recipe["classifier"] == "svm" else ["train"],
-                },
-                "files": {name: len(split[name]) for name in ("train", "dev", "test")},
-                "backbone_weights": _weights_provenance(recipe["weights"]),
-                "classifier": classifier,
-                "selection": selection,
-            },
-        },
+        recipe,
+        corpus,
+        split,
+        ["train", "dev"] if recipe["classifier"] == "svm" else ["train"],
+        backbone_weights=_weights_provenance(recipe["weights"]),
+        classifier=classifier,
+        selection=selection,
     )
-    return out
+
+
+def _extractor_args(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The extractor's settings in a recipe, as both heads' constructors take them."""
+    return {key: recipe[key] for key in ("backbone", "layer", "image", "pool")}
 
 
 def _weights_provenance(weights: str) -> dict[str, Any]:
@@ -399,11 +387,8 @@ def _fit_linear(recipe: dict[str, Any]) -> tuple[DeepSpectrumModel, dict, list]:
         seed=recipe["seed"],
     )
     task = DeepSpectrumTask(
-        backbone=recipe["backbone"],
         weights=recipe["weights"],
-        layer=recipe["layer"],
-        image=recipe["image"],
-        pool=recipe["pool"],
+        **_extractor_args(recipe),
         lr=recipe["lr"],
         weight_decay=recipe["weight_decay"],
         precision=recipe["precision"],

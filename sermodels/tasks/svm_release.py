@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from sermodels._registry import save_pretrained
 from sermodels.data import load_corpus
 from sermodels.models.svm import LogMelSVM
-from sermodels.tasks.common import merge_recipe
+from sermodels.tasks.common import merge_recipe, save_release
 from sermodels.tasks.svm import SVMFit, extract_features, fit_fixed, make_svm, select_by_group_cv
 
 RECIPE_DEFAULTS = {
@@ -89,25 +88,15 @@ def release(recipe: dict[str, Any]) -> Path:
     fit = fit_fixed("linear", feats["train"], labels["train"], feats["dev"], labels["dev"])
     model = export_linear(fit, recipe["sample_rate"], head=recipe["corpus"])
     _check_export(model, fit, feats["test"])
-    out = Path(recipe["output"])
-    info = {k: v for k, v in corpus.info().items() if k != "root"}  # a path on the training machine
-    save_pretrained(
+    return save_release(
         model,
-        out,
-        extra={
-            "id": recipe["id"],
-            "training": {
-                "recipe": recipe.get("recipe_path"),
-                "corpora": [info],
-                "split": recipe["split"],
-                "partitions": {"select": "dev", "fit": ["train", "dev"]},
-                "files": {"train": len(paths["train"]), "dev": len(paths["dev"]), "test": len(paths["test"])},
-                "classifier": {"kind": "linear_svm", "class_weight": "balanced", **fit.params},
-                "selection": fit.selection,
-            },
-        },
+        recipe,
+        corpus,
+        split,
+        ["train", "dev"],
+        classifier={"kind": "linear_svm", "class_weight": "balanced", **fit.params},
+        selection=fit.selection,
     )
-    return out
 
 
 @torch.inference_mode()
