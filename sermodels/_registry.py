@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from sermodels.models.base import SERModel
+from sermodels.outputs import specs_from_json, specs_to_json
 
 # Modules whose import registers architectures. Add a module here when it defines a @register_model class.
 _MODEL_MODULES: list[str] = ["sermodels.models.svm", "sermodels.models.emonet", "sermodels.models.deep_spectrum"]
@@ -45,6 +46,7 @@ RESERVED_CONFIG_KEYS = (
     "sample_rate",
     "heads",
     "default_head",
+    "outputs",
     "format_version",
     "software",
 )
@@ -270,6 +272,7 @@ def save_pretrained(model: SERModel, folder: str | Path, *, extra: dict[str, Any
         "sample_rate": model.sample_rate,
         "heads": {head: list(labels) for head, labels in model.heads.items()},
         "default_head": model.default_head,
+        "outputs": specs_to_json(model.output_specs()),
         "format_version": FORMAT_VERSION,
         "software": software_versions(),
         **(extra or {}),
@@ -386,6 +389,14 @@ def _check_config_matches(folder: Path, config: dict[str, Any], model: SERModel)
             raise ValueError(
                 f"{folder / CONFIG_NAME}: {key} {config[key]!r} differs from the rebuilt {model.arch}'s "
                 f"{getattr(model, key)!r} (was the architecture changed since this checkpoint was saved?)"
+            )
+    # Checkpoints saved before output specs existed have none: their heads are categories heads, as rebuilt.
+    if "outputs" in config:
+        stored = specs_from_json(config["outputs"], f"{folder / CONFIG_NAME}: outputs")
+        if stored != model.output_specs():
+            raise ValueError(
+                f"{folder / CONFIG_NAME}: output specs {specs_to_json(stored)} differ from the rebuilt "
+                f"{model.arch}'s {specs_to_json(model.output_specs())}"
             )
 
 
