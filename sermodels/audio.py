@@ -22,6 +22,18 @@ DEFAULT_SAMPLE_RATE = 16_000
 MAX_DOWNMIX_CHANNELS = 2
 SOXR_QUALITY = "VHQ"
 UNKNOWN_CHUNK_SIZES = (0, 0xFFFFFFFF)  # the quality the shared 16 kHz corpus copies were made with
+# File extensions of the containers libsndfile reads, by its format name (soundfile.available_formats()). Folders
+# are searched for these, case-insensitively; a file given by name is decoded whatever its extension. ``.mat``
+# (MATLAB 4/5) is left out: in a corpus folder it is far more often a data file than audio.
+_EXTENSION_FORMATS = {
+    "wav": "WAV", "wave": "WAV", "flac": "FLAC", "ogg": "OGG", "oga": "OGG", "opus": "OGG", "mp3": "MP3",
+    "aif": "AIFF", "aiff": "AIFF", "aifc": "AIFF", "au": "AU", "snd": "AU", "caf": "CAF", "w64": "W64",
+    "rf64": "RF64", "sph": "NIST", "nist": "NIST", "voc": "VOC", "htk": "HTK", "paf": "PAF", "svx": "SVX",
+    "8svx": "SVX", "pvf": "PVF", "xi": "XI", "sds": "SDS", "avr": "AVR", "wve": "WVE", "ircam": "IRCAM",
+    "sf": "IRCAM", "mpc": "MPC2K", "sd2": "SD2",
+}  # fmt: skip
+# Only what the installed libsndfile decodes (MP3 needs libsndfile 1.1 or later).
+AUDIO_EXTENSIONS = frozenset(f".{ext}" for ext, fmt in _EXTENSION_FORMATS.items() if fmt in sf.available_formats())
 
 
 class AudioError(ValueError):

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sermodels._registry import safetensors_bytes
+from sermodels.checkpoint import safetensors_bytes
 
 TIMM_MOBILENET_V2 = "mobilenetv2_100"
 # torchvision's quantized MobileNetV2 packs its weights for the QNNPACK backend (../shared/data/README.md).
@@ -57,7 +57,7 @@ def convert_mobilenet_v2_int8(src: str | Path, dst: str | Path | None = None) ->
     written there as safetensors, with metadata naming the source file and its sha256. Only convert trusted files:
     ``torch.jit.load`` runs the archive's code.
     """
-    from sermodels.hub import sha256_of
+    from sermodels._io import sha256_of
 
     src = Path(src)
     with _quantized_engine(QUANTIZED_ENGINE):

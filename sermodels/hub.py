@@ -12,29 +12,18 @@ tampered mirror is an error rather than a silently different model. ``HF_HUB_OFF
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sermodels._registry import (
-    CHECKPOINT_FILES,
-    CONFIG_NAME,
-    REQUIRED_FILES,
-    checkpoints_dir,
-    index_path,
-    list_pretrained,
-    load_folder,
-    pretrained_entry,
-    resolve_alias,
-    save_pretrained,
-)
-from sermodels._registry import (
-    read_config as read_folder_config,
-)
+from sermodels._io import sha256_of
+from sermodels._version import __version__
+from sermodels.checkpoint import CHECKPOINT_FILES, CONFIG_NAME, REQUIRED_FILES, load_folder, save_pretrained
+from sermodels.checkpoint import read_config as read_folder_config
 from sermodels.models.base import SERModel
+from sermodels.pretrained import checkpoints_dir, index_path, list_pretrained, pretrained_entry, resolve_alias
 
 __all__ = [
     "ChecksumError",
@@ -50,7 +39,6 @@ __all__ = [
 ]
 
 _COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
-_HASH_CHUNK = 1 << 20
 
 
 class ChecksumError(ValueError):
@@ -59,15 +47,6 @@ class ChecksumError(ValueError):
 
 class HubUnavailableError(FileNotFoundError):
     """A pretrained model that is neither local nor cached, while the Hub cannot be reached (offline)."""
-
-
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_folder(folder: Path, expected: dict[str, str], model_id: str) -> None:
@@ -175,8 +154,6 @@ def _fetch(
         RevisionNotFoundError,
     )
     from huggingface_hub.file_download import _CACHED_NO_EXIST
-
-    from sermodels import __version__
 
     where = f"{repo_id}@{revision}"
     cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)

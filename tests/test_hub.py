@@ -16,8 +16,9 @@ from huggingface_hub import constants
 from torch import nn
 
 from sermodels import _registry, hub
-from sermodels._registry import register_model, save_pretrained, unregister_model
+from sermodels._registry import register_model, unregister_model
 from sermodels.card import write_model_card
+from sermodels.checkpoint import save_pretrained
 from sermodels.models.base import SERModel
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -56,7 +57,7 @@ WAVES = torch.randn(2, 1600, generator=torch.Generator().manual_seed(3))
 
 @pytest.fixture(autouse=True)
 def tiny_arch(monkeypatch):
-    monkeypatch.setattr(_registry, "_MODEL_MODULES", [])
+    monkeypatch.setattr(_registry, "_MODEL_PACKAGES", [])
     monkeypatch.setattr(_registry, "_modules_imported", False)
     register_model(ARCH)(HubTiny)
     yield ARCH
@@ -270,7 +271,7 @@ def test_environment_variables_in_a_fresh_process(hf_env, server, tmp_path):
         "import sys, torch; sys.path.insert(0, sys.argv[1])\n"
         "import test_hub\n"
         "from sermodels import _registry, hub\n"
-        "_registry._MODEL_MODULES = []  # as the autouse fixture: only the test architecture\n"
+        "_registry._MODEL_PACKAGES = []  # as the autouse fixture: only the test architecture\n"
         f"test_hub.register_model({ARCH!r})(test_hub.HubTiny)\n"
         f"print(hub.load({ARCH + '.demo'!r})(test_hub.WAVES).detach().numpy().tobytes().hex())\n"
     )

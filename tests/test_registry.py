@@ -11,25 +11,22 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from sermodels import _registry
+from sermodels import _registry, pretrained
 from sermodels._registry import (
     UnknownModelError,
     create_model,
     get_model_class,
     list_models,
-    list_pretrained,
-    load_folder,
-    load_index,
+    model_modules,
     register_model,
-    resolve_alias,
-    save_pretrained,
-    set_index_path,
     unregister_model,
 )
+from sermodels.checkpoint import load_folder, safetensors_bytes, save_pretrained
 from sermodels.models.base import SERModel, valid_lengths
+from sermodels.pretrained import list_pretrained, load_index, resolve_alias, set_index_path
 
 TEST_ARCH = "test_tiny_ser"
-LISTED_MODULES = list(_registry._MODEL_MODULES)
+ZOO_MODULES = model_modules()
 FRAME = 160
 
 
@@ -64,8 +61,8 @@ class TinySER(SERModel):
 
 @pytest.fixture(autouse=True)
 def isolated_registry(monkeypatch):
-    """Only the classes a test registers: no listed model modules (other files of the zoo are tested elsewhere)."""
-    monkeypatch.setattr(_registry, "_MODEL_MODULES", [])
+    """Only the classes a test registers: no model packages (the files of the zoo are tested elsewhere)."""
+    monkeypatch.setattr(_registry, "_MODEL_PACKAGES", [])
     monkeypatch.setattr(_registry, "_modules_imported", False)
     before = dict(_registry._MODELS)
     yield
@@ -129,34 +126,55 @@ def test_unknown_name_lists_close_matches(tiny_arch):
         unregister_model("zzz")
 
 
-def test_listed_module_import_errors_surface(monkeypatch):
-    monkeypatch.setattr(_registry, "_MODEL_MODULES", ["sermodels.models._no_such_model_file"])
-    with pytest.raises(ModuleNotFoundError, match="_no_such_model_file"):
+def _zoo_package(root, name: str, modules: dict[str, str]) -> str:
+    """A package ``name`` under ``root`` holding ``modules`` (file name -> source), as ``sermodels.models`` holds
+    the model files."""
+    package = root / name
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for filename, source in modules.items():
+        (package / filename).write_text(source)
+    return name
+
+
+LAZY_MODULE = (
+    "from sermodels._registry import register_model\n"
+    f"from {__name__} import TinySER\n"
+    "@register_model('lazy_tiny')\n"
+    "class LazyTiny(TinySER):\n    pass\n"
+)
+
+
+def test_model_package_import_errors_surface(monkeypatch, tmp_path):
+    broken = "import sermodels.no_such_dependency\n"
+    name = _zoo_package(tmp_path, "broken_zoo", {"good.py": LAZY_MODULE, "broken.py": broken})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(_registry, "_MODEL_PACKAGES", [name])
+    with pytest.raises(ModuleNotFoundError, match="no_such_dependency"):
         list_models()
     with pytest.raises(ModuleNotFoundError):
         create_model("anything")
 
 
-def test_listed_modules_are_imported_lazily_once(monkeypatch, tmp_path):
-    module = tmp_path / "lazy_zoo_module.py"
-    module.write_text(
-        "from sermodels._registry import register_model\n"
-        f"from {__name__} import TinySER\n"
-        "@register_model('lazy_tiny')\n"
-        "class LazyTiny(TinySER):\n    pass\n"
-    )
+def test_every_module_of_a_model_package_is_found_and_imported_lazily_once(monkeypatch, tmp_path):
+    name = _zoo_package(tmp_path, "lazy_zoo", {"lazy_tiny.py": LAZY_MODULE, "notes.txt": "not a module"})
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(_registry, "_MODEL_MODULES", ["lazy_zoo_module"])
+    monkeypatch.setattr(_registry, "_MODEL_PACKAGES", [name])
+    assert model_modules() == ["lazy_zoo.lazy_tiny"]  # found without being listed anywhere
     assert "lazy_tiny" not in _registry._MODELS
     assert "lazy_tiny" in list_models()
-    assert get_model_class("lazy_tiny").__module__ == "lazy_zoo_module"
+    assert get_model_class("lazy_tiny").__module__ == "lazy_zoo.lazy_tiny"
 
 
-@pytest.mark.parametrize("module", LISTED_MODULES)
-def test_listed_modules_register_architectures(module):
+def test_the_zoo_package_is_discovered():
+    assert {"sermodels.models.emonet", "sermodels.models.svm", "sermodels.models.deep_spectrum"} <= set(ZOO_MODULES)
+
+
+@pytest.mark.parametrize("module", [m for m in ZOO_MODULES if m != "sermodels.models.base"])
+def test_model_files_register_architectures(module):
     importlib.import_module(module)
     registered = [name for name, cls in _registry._MODELS.items() if cls.__module__ == module]
-    assert registered, f"{module} is listed in _MODEL_MODULES but registers no architecture"
+    assert registered, f"{module} is a file of sermodels/models/ but registers no architecture"
     for name in registered:
         assert get_model_class(name).arch == name
 
@@ -277,7 +295,7 @@ def test_list_pretrained_index_and_local_folders(tmp_path, monkeypatch):
             resolve_alias("default")
     finally:
         set_index_path(None)
-    assert _registry.index_path() == index
+    assert pretrained.index_path() == index
 
 
 def test_shipped_index_is_valid(monkeypatch):
@@ -311,8 +329,6 @@ def test_invalid_index_is_reported(tmp_path, monkeypatch, content, message):
 def test_safetensors_bytes_are_reproducible():
     """safetensors writes its metadata in hash-map order; ours are sorted, so equal weights give equal files."""
     from safetensors.torch import load
-
-    from sermodels._registry import safetensors_bytes
 
     state = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.ones(2)}
     metadata = {f"key{i}": str(i) for i in range(12)} | {"format": "pt"}
