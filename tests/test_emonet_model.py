@@ -13,10 +13,11 @@ from conftest import corpus_root
 from torch import nn
 
 import sermodels
-from sermodels._registry import save_pretrained
 from sermodels.audio import AudioError, load_audio
-from sermodels.inference import run_predictions
-from sermodels.models.emonet import AdaptedConv, EmoNet, ResidualBlock
+from sermodels.checkpoint import save_pretrained
+from sermodels.layers.adapters import AdaptedConv, ResidualBlock
+from sermodels.models.emonet import EmoNet
+from sermodels.pipelines.predict import run_predictions
 
 RATE = 16_000
 EMODB = ["anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral"]

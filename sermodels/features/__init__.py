@@ -1,8 +1,9 @@
 """Input representations: native-torch spectrogram, mel, dB and deltas (torchaudio-compatible), the NICU log-mel
-functionals, z-score standardisation, Deep Spectrum images and CNN features (``deepspectrum``), and eGeMAPS/GeMAPS
-through openSMILE (needs the non-commercial ``smile`` extra only when an ``OpenSmileFunctionals`` is created)."""
+functionals, z-score standardisation, Deep Spectrum images (``spectrogram_image``) and CNN features
+(``deepspectrum``), windows of long clips (``windows``), and eGeMAPS/GeMAPS through openSMILE (needs the
+non-commercial ``smile`` extra only when an ``OpenSmileFunctionals`` is created)."""
 
-from .deepspectrum import DeepSpectrum, SpectrogramImage
+from .deepspectrum import DeepSpectrum
 from .egemaps import OpenSmileFunctionals
 from .functionals import LogMelFunctionals
 from .normalize import Standardizer, apply_per_corpus, fit_per_corpus
@@ -16,6 +17,7 @@ from .spectrogram import (
     melscale_fbanks,
     num_frames,
 )
+from .spectrogram_image import SpectrogramImage
 
 __all__ = [
     "WINDOWS",

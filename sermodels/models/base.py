@@ -47,6 +47,12 @@ class SERModel(nn.Module):
         """Constructor keyword arguments that rebuild this model (JSON types only)."""
         raise NotImplementedError
 
+    @classmethod
+    def from_specs(cls, heads: dict[str, OutputSpec], sample_rate: int = 16000, **kwargs: Any) -> SERModel:
+        """A fresh model with these heads (head name -> output spec), built by a training task from the heads its
+        data needs; ``kwargs`` are the other constructor arguments of the recipe."""
+        raise NotImplementedError(f"{cls.__name__} cannot be built from output specs (it is not trained by a task)")
+
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None, head: str | None = None):
         raise NotImplementedError
 

@@ -7,10 +7,11 @@ Provenance
   linear SVM whose complexity C is chosen on dev from 1 down to 1e-9 and refit on train + dev (§4.1). The feature
   extractor is :class:`sermodels.features.deepspectrum.DeepSpectrum` (its docstring lists how images are rendered).
 
-Two ways to fill the linear layer (:mod:`sermodels.tasks.deep_spectrum`):
-- ``classifier="svm"``: the paper's protocol; scikit-learn's one-vs-rest hyperplanes (and the z-score fitted with
-  them) are copied in; scores are SVM decision values;
-- ``classifier="linear"``: a softmax head trained with Lightning on the frozen features; scores are probabilities.
+Two ways to fill the linear layer:
+- ``classifier="svm"``: the paper's protocol (:mod:`sermodels.classical.deep_spectrum`); scikit-learn's one-vs-rest
+  hyperplanes (and the z-score fitted with them) are copied in; scores are SVM decision values;
+- ``classifier="linear"``: a softmax head trained with Lightning on the frozen features
+  (:class:`sermodels.tasks.ClassificationTask`, ``sermodels train``); scores are probabilities.
 
 Departures
 - The backbone is any timm model and its weights travel in the checkpoint (``model.safetensors``), so a released
@@ -33,6 +34,7 @@ from sermodels.features import Standardizer
 from sermodels.features.deepspectrum import DS_BACKBONE, DeepSpectrum
 from sermodels.models.base import SERModel, valid_lengths
 from sermodels.models.svm import copy_linear_svm, copy_standardizer
+from sermodels.outputs import OutputSpec
 
 CLASSIFIERS = ("svm", "linear")
 MIN_DURATION_S = 0.05  # a few STFT frames (one 512-point frame is 32 ms); more if the image's n_fft needs it
@@ -101,6 +103,30 @@ class DeepSpectrumModel(SERModel):
             "std": extractor["std"],
             "classifier": self.classifier_kind,
         }
+
+    @classmethod
+    def from_specs(cls, heads: dict[str, OutputSpec], sample_rate: int = 16000, **kwargs: Any) -> DeepSpectrumModel:
+        """One categories head on the frozen extractor; a trainable head is the softmax linear layer by default."""
+        if len(heads) != 1:
+            raise ValueError(f"a Deep Spectrum model has one head, the data asks for {list(heads)}")
+        ((head, spec),) = heads.items()
+        if spec.kind != "categories" or spec.level != "utterance":
+            raise ValueError(f"a Deep Spectrum head is an utterance-level categories head, not {spec.to_json()}")
+        return cls(list(spec.names), head=head, sample_rate=sample_rate, **({"classifier": "linear"} | kwargs))
+
+    # ---- what a training task needs: a frozen front-end and a trainable classifier on its features -----------------
+    def frozen_features(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Features of the frozen extractor ``(B, D)``: the same for a clip in every epoch, so a task may cache them."""
+        return self.features(waveforms, lengths)
+
+    def classify_features(self, features: torch.Tensor, head: str | None = None) -> torch.Tensor:
+        """Logits ``(B, C)`` of :meth:`frozen_features` output."""
+        self.resolve_head(head)
+        return self.classifier(self.standardizer(features.float()))
+
+    def fit_feature_statistics(self, features: torch.Tensor) -> None:
+        """Fit the z-score on the training partition's features ``(N, D)`` (before the first step)."""
+        self.standardizer.fit(features)
 
     def features(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Raw Deep Spectrum features ``(B, D)`` of the frozen extractor."""

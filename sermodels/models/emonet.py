@@ -16,6 +16,9 @@ Emotion Recognition", IEEE Trans. Affective Computing.
   domains (§7.2.2: sharing it costs little, so the multi-domain model shares it).
 - §5.2: per domain a classifier head: fully connected layer → BN → dropout → softmax layer.
 
+The adapted convolutions, residual blocks, attention pooling and heads are shared blocks in :mod:`sermodels.layers`
+(``adapters``, ``attention``, ``heads``, ``masks``); this file assembles them.
+
 A *domain* is a corpus (multi-corpus training, §6.1) or an aggregated label space (``arousal``/``valence``, §6.2);
 each domain owns its adapters, its BN layers and its head, and the head of a domain carries the domain's name.
 
@@ -54,7 +57,12 @@ from torch import nn
 from sermodels._registry import register_model
 from sermodels.features import AmplitudeToDB, MelSpectrogram
 from sermodels.features.spectrogram import reflect_tails
+from sermodels.layers.adapters import AdaptedConv, ResidualBlock
+from sermodels.layers.attention import AttentionPooling
+from sermodels.layers.heads import DenseHead
+from sermodels.layers.masks import time_mask
 from sermodels.models.base import SERModel, valid_lengths
+from sermodels.outputs import OutputSpec, dimensions
 
 #: §5.1: 512-point FFT, hop 256, 64 mel bands at 16 kHz.
 DEFAULT_FRONTEND: dict[str, Any] = {"n_fft": 512, "hop_length": 256, "n_mels": 64}
@@ -67,119 +75,6 @@ def check_domain_name(name: str) -> str:
     if not isinstance(name, str) or not _DOMAIN_NAME.match(name):
         raise ValueError(f"domain/head names use letters, digits, '_' and '-' only, got {name!r}")
     return name
-
-
-def time_mask(valid: torch.Tensor, width: int) -> torch.Tensor:
-    """``(B, 1, 1, width)`` float mask: 1 on the first ``valid[b]`` time steps of row ``b``."""
-    steps = torch.arange(width, device=valid.device)
-    return (steps[None, :] < valid[:, None]).to(torch.float32)[:, None, None, :]
-
-
-def halve(valid: torch.Tensor) -> torch.Tensor:
-    """Valid time steps after a stride-2 layer with padding 1 (kernel 3) or 0 (kernel 1): ``ceil(n / 2)``."""
-    return torch.div(valid + 1, 2, rounding_mode="floor")
-
-
-class AdaptedConv(nn.Module):
-    """Shared 3×3 convolution + a domain's parallel 1×1 adapter + the domain's BN (EmoNet Fig. 6)."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int, domains: list[str], adapters: bool):
-        super().__init__()
-        self.stride = stride
-        self.use_adapters = adapters
-        self.conv = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
-        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
-        self.adapters = nn.ParameterDict()
-        self.bns = nn.ModuleDict()
-        for domain in domains:
-            self.add_domain(domain)
-
-    def add_domain(self, domain: str, like: str | None = None, copy_adapter: bool = False) -> None:
-        """New adapter (zeros, so the domain starts as the shared network, or a copy of ``like``'s) and BN (a copy
-        of ``like``'s, or fresh). An existing ``domain`` is replaced (``like`` may name it)."""
-        out_channels, in_channels = self.conv.weight.shape[:2]
-        device, dtype = self.conv.weight.device, self.conv.weight.dtype
-        if self.use_adapters:
-            if copy_adapter and like is not None:
-                weight = self.adapters[like].detach().clone()
-            else:
-                weight = torch.zeros(out_channels, in_channels, 1, 1, device=device, dtype=dtype)
-            adapter = nn.Parameter(weight)
-        bn = nn.BatchNorm2d(out_channels).to(device=device, dtype=dtype).train(self.training)
-        if like is not None:
-            bn.load_state_dict(self.bns[like].state_dict())
-        if self.use_adapters:
-            self.adapters[domain] = adapter
-        self.bns[domain] = bn
-
-    def remove_domain(self, domain: str) -> None:
-        if self.use_adapters:
-            del self.adapters[domain]
-        del self.bns[domain]
-
-    def forward(self, x: torch.Tensor, domain: str) -> torch.Tensor:
-        weight = self.conv.weight
-        if self.use_adapters:
-            weight = weight + F.pad(self.adapters[domain], (1, 1, 1, 1))
-        return self.bns[domain](F.conv2d(x, weight, stride=self.stride, padding=1))
-
-
-class ResidualBlock(nn.Module):
-    """Two adapted 3×3 convolutions; a stride-2 block pools and zero-pads its shortcut (Wide-ResNet, type A)."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int, domains: list[str], adapters: bool):
-        super().__init__()
-        self.stride = stride
-        self.extra_channels = out_channels - in_channels
-        self.conv1 = AdaptedConv(in_channels, out_channels, stride, domains, adapters)
-        self.conv2 = AdaptedConv(out_channels, out_channels, 1, domains, adapters)
-
-    def forward(self, x: torch.Tensor, valid: torch.Tensor, domain: str) -> tuple[torch.Tensor, torch.Tensor]:
-        out_valid = halve(valid) if self.stride == 2 else valid
-        h = F.relu(self.conv1(x, domain))
-        mask = time_mask(out_valid, h.shape[-1])
-        h = self.conv2(h * mask, domain)
-        shortcut = x
-        if self.stride == 2:
-            # An odd width is padded by one zero column, so the pooled shortcut covers ceil(T/2) steps like the conv.
-            shortcut = F.avg_pool2d(F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2)), 2)
-        if self.extra_channels:
-            shortcut = F.pad(shortcut, (0, 0, 0, 0, 0, self.extra_channels))
-        return F.relu(h + shortcut) * mask, out_valid
-
-
-class AttentionPooling(nn.Module):
-    """EmoNet Eq. (1)–(4): ``α = softmax(λ uᵀ tanh(W x + b))`` over positions, output ``Σ α x``; padding masked."""
-
-    def __init__(self, channels: int, units: int = 256, smoothing: float = 0.3):
-        super().__init__()
-        self.smoothing = smoothing
-        self.project = nn.Linear(channels, units)
-        self.context = nn.Linear(units, 1, bias=False)
-
-    def forward(self, features: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``features (B, C, F, T)`` -> pooled ``(B, C)`` and weights ``(B, F, T)`` (zero on padded steps)."""
-        batch, channels, freq, steps = features.shape
-        x = features.flatten(2).transpose(1, 2)  # (B, F*T, C), frequency-major
-        energy = self.context(torch.tanh(self.project(x))).squeeze(-1) * self.smoothing
-        keep = (torch.arange(steps, device=features.device)[None, :] < valid[:, None]).repeat(1, freq)
-        energy = energy.masked_fill(~keep, float("-inf"))
-        weights = energy.softmax(dim=-1)
-        pooled = torch.bmm(weights.unsqueeze(1), x).squeeze(1)
-        return pooled, weights.view(batch, freq, steps)
-
-
-class Head(nn.Sequential):
-    """FC → BN → ReLU → dropout → class logits (§5.2)."""
-
-    def __init__(self, in_features: int, hidden: int, classes: int, dropout: float):
-        super().__init__(
-            nn.Linear(in_features, hidden),
-            nn.BatchNorm1d(hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, classes),
-        )
 
 
 @register_model("emonet_wrn")
@@ -215,16 +110,20 @@ class EmoNet(SERModel):
         hidden: int = 128,
         dropout: float = 0.3,
         frontend: dict[str, Any] | None = None,
+        head_kinds: dict[str, str] | None = None,
     ):
         super().__init__()
         if not domains:
             raise ValueError("EmoNet needs at least one domain (head name -> class names)")
         names = [check_domain_name(name) for name in domains]
-        for name, labels in domains.items():
-            if len(labels) < 2:
-                raise ValueError(f"head {name!r} needs at least two classes, got {labels}")
         self.sample_rate = sample_rate
         self.heads = {name: list(labels) for name, labels in domains.items()}
+        self.head_specs: dict[str, OutputSpec] = {}
+        unknown = sorted(set(head_kinds or {}) - set(domains))
+        if unknown:
+            raise ValueError(f"head_kinds names heads that are not domains: {unknown}")
+        for name, labels in domains.items():
+            self._set_kind(name, labels, (head_kinds or {}).get(name, "categories"))
         self.default_head = names[0] if default_head is None else default_head
         self.resolve_head(self.default_head)
         self.stem_channels = stem
@@ -247,7 +146,7 @@ class EmoNet(SERModel):
         self.embedding_dim = channels
         self.attention = AttentionPooling(channels, attention_units, attention_smoothing)
         self.classifiers = nn.ModuleDict(
-            {name: Head(channels, hidden, len(labels), dropout) for name, labels in self.heads.items()}
+            {name: DenseHead(channels, hidden, len(labels), dropout) for name, labels in self.heads.items()}
         )
 
     # ---- configuration ---------------------------------------------------------------------------------------------
@@ -266,7 +165,31 @@ class EmoNet(SERModel):
             "hidden": self.hidden,
             "dropout": self.dropout,
             "frontend": {key: value for key, value in mel.items() if key != "sample_rate"},
-        }
+        } | ({"head_kinds": self.head_kinds()} if self.head_specs else {})
+
+    @classmethod
+    def from_specs(cls, heads: dict[str, OutputSpec], sample_rate: int = 16000, **kwargs: Any) -> EmoNet:
+        """One domain per head: categories heads classify, dimensions heads regress (same FC-BN-dropout head)."""
+        for spec in heads.values():
+            if spec.level != "utterance" or spec.kind == "embedding":
+                raise ValueError(f"EmoNet heads are utterance-level categories or dimensions, not {spec.to_json()}")
+        kinds = {name: spec.kind for name, spec in heads.items() if spec.kind != "categories"}
+        domains = {name: list(spec.names) for name, spec in heads.items()}
+        return cls(domains, sample_rate=sample_rate, head_kinds=kinds or None, **kwargs)
+
+    def head_kinds(self) -> dict[str, str]:
+        """Kinds of the heads that are not categories heads (config.json stores only those)."""
+        return {name: spec.kind for name, spec in self.head_specs.items()}
+
+    def _set_kind(self, name: str, labels: list[str], kind: str) -> None:
+        if kind == "categories":
+            if len(labels) < 2:
+                raise ValueError(f"head {name!r} needs at least two classes, got {labels}")
+            self.head_specs.pop(name, None)
+        elif kind == "dimensions":
+            self.head_specs[name] = dimensions(labels)
+        else:
+            raise ValueError(f"EmoNet head {name!r}: kind must be categories or dimensions, got {kind!r}")
 
     @property
     def domains(self) -> list[str]:
@@ -280,7 +203,12 @@ class EmoNet(SERModel):
             yield block.conv2
 
     def add_domain(
-        self, name: str, labels: list[str], like: str | None = None, copy_adapters: bool = False, replace: bool = False
+        self,
+        name: str,
+        labels: list[str] | OutputSpec,
+        like: str | None = None,
+        copy_adapters: bool = False,
+        replace: bool = False,
     ) -> None:
         """A new domain with a fresh head. Its adapters are zeros (it starts as the shared network) or, with
         ``copy_adapters``, copies of ``like``'s; its BN layers are copies of ``like``'s (their running statistics are
@@ -289,7 +217,12 @@ class EmoNet(SERModel):
         check_domain_name(name)
         if name in self.heads and not replace:
             raise ValueError(f"domain {name!r} exists already (pass replace=True to re-initialise it)")
-        if len(labels) < 2:
+        kind = "categories"
+        if isinstance(labels, OutputSpec):
+            if labels.level != "utterance" or labels.kind == "embedding":
+                raise ValueError(f"EmoNet heads are utterance-level categories or dimensions, not {labels.to_json()}")
+            kind, labels = labels.kind, list(labels.names)
+        if kind == "categories" and len(labels) < 2:
             raise ValueError(f"head {name!r} needs at least two classes, got {labels}")
         if like is not None:
             self.resolve_head(like)
@@ -303,9 +236,10 @@ class EmoNet(SERModel):
         if like is not None:
             bn.load_state_dict(self.final_bns[like].state_dict())
         self.final_bns[name] = bn
-        head = Head(self.embedding_dim, self.hidden, len(labels), self.dropout)
+        head = DenseHead(self.embedding_dim, self.hidden, len(labels), self.dropout)
         self.classifiers[name] = head.to(device=device, dtype=dtype).train(self.training)
         self.heads[name] = list(labels)
+        self._set_kind(name, list(labels), kind)
 
     def remove_domain(self, name: str) -> None:
         self.resolve_head(name)
@@ -316,6 +250,7 @@ class EmoNet(SERModel):
         del self.final_bns[name]
         del self.classifiers[name]
         del self.heads[name]
+        self.head_specs.pop(name, None)
         if self.default_head == name:
             self.default_head = next(iter(self.heads))
 
@@ -331,11 +266,22 @@ class EmoNet(SERModel):
         params.extend(self.classifiers[name].parameters())
         return params
 
+    def head_parameters(self, name: str) -> list[nn.Parameter]:
+        """The classifier head of one domain (what a new head on a frozen base trains)."""
+        return list(self.classifiers[self.resolve_head(name)].parameters())
+
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters used by every domain: the 3×3 convolutions and the attention."""
         params = [conv.conv.weight for conv in self._adapted_convs()]
         params.extend(self.attention.parameters())
         return params
+
+    def layer_groups(self) -> dict[str, list[str]]:
+        """Input to output: the stem, each residual block, the final BN, the attention and the heads."""
+        groups = {"stem": ["stem"]}
+        groups.update({f"block{index + 1}": [f"blocks.{index}"] for index in range(len(self.blocks))})
+        groups.update({"final_bn": ["final_bns"], "attention": ["attention"], "heads": ["classifiers"]})
+        return groups
 
     def parameter_counts(self) -> dict[str, int]:
         """Exact counts: total, shared, and per domain (adapters + BN + head)."""

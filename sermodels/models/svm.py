@@ -11,7 +11,7 @@ Provenance
   class-balanced sample weights; we use them too (``class_weight="balanced"``).
 
 Departures
-- The SVM is fitted with scikit-learn (:mod:`sermodels.tasks.svm`); its one-vs-rest hyperplanes are copied into a
+- The SVM is fitted with scikit-learn (:mod:`sermodels.classical.svm`); its one-vs-rest hyperplanes are copied into a
   ``nn.Linear`` so that the released model is a plain module running on raw waveforms, on any device, with weights
   in safetensors. Scores are SVM decision values (``score_kind = "decision"``), not probabilities.
 - A two-class SVM has a single hyperplane w; it is stored as the two rows (-w, +w) with biases (-b, +b) so that

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 import sermodels
-from sermodels._registry import save_pretrained
 from sermodels.audio import load_audio
+from sermodels.checkpoint import save_pretrained
 from sermodels.models.deep_spectrum import DeepSpectrumModel
 
 BACKBONE = "mobilenetv2_100"
