@@ -33,9 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from sermodels._io import atomic_write_bytes
 from sermodels.audio import load_audio
-from sermodels.inference import atomic_write_bytes, expand_inputs
 from sermodels.models.base import SERModel
+from sermodels.pipelines.inputs import expand_inputs
 
 #: Longest input (seconds) drawn in one pass; see the module docstring.
 MAX_ATTENTION_SECONDS = 120.0

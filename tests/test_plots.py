@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import sermodels
-from sermodels._registry import save_pretrained
 from sermodels.audio import load_audio
+from sermodels.checkpoint import save_pretrained
 from sermodels.cli import main
 from sermodels.models.emonet import EmoNet
 from sermodels.plots import DPI, FIGSIZE, attention_map, attention_targets, plot_attention

@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import DATA, REPO
 
 import sermodels
-from conftest import DATA, REPO
-from sermodels.inference import predict_files
+from sermodels.pipelines.predict import predict_files
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "released_predictions.json").read_text())
 

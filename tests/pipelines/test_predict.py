@@ -1,4 +1,4 @@
-"""The batch inference engine on real EMO-DB files and on broken ones, with a small but real SERModel."""
+"""`predict` on the batch engine with real EMO-DB files and broken ones, with a small but real SERModel."""
 
 from __future__ import annotations
 
@@ -13,65 +13,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from torch import nn
+from energy_model import EMOTIONS, LogEnergyModel
 
 from sermodels.audio import load_audio
-from sermodels.inference import (
-    PredictionResult,
-    expand_inputs,
-    predict_files,
-    write_predictions,
-)
-from sermodels.models.base import SERModel, valid_lengths
+from sermodels.pipelines.inputs import expand_inputs
+from sermodels.pipelines.predict import PredictionResult, predict_files, write_predictions
 
-EMOTIONS = ["anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral"]
 EMODB_FILES = ["03a01Fa", "08a01Ab", "10b03Wb", "13a05Tc", "16b10Lb", "09b02Na"]
-
-
-class LogEnergyModel(SERModel):
-    """Frame log-energy (25 ms / 10 ms at 16 kHz), mean and std over the valid frames, then a fixed linear layer.
-
-    Tiny but honest: it respects ``lengths`` (padding does not change its output) and records the shape of every
-    batch it is given, so the tests can check how the engine batches.
-    """
-
-    arch = "test_log_energy"
-    min_duration = 0.1  # at least a few frames
-    FRAME, HOP = 400, 160
-
-    def __init__(self, seed: int = 0):
-        super().__init__()
-        self.sample_rate = 16_000
-        self.heads = {"emotion": list(EMOTIONS), "arousal": ["low", "high"]}
-        self.default_head = "emotion"
-        self.seed = seed
-        generator = torch.Generator().manual_seed(seed)
-        self.classifiers = nn.ModuleDict({name: nn.Linear(2, len(labels)) for name, labels in self.heads.items()})
-        with torch.no_grad():
-            for layer in self.classifiers.values():
-                layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator))
-                layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator))
-        self.batch_shapes: list[tuple[int, int]] = []
-
-    def config(self):
-        return {"seed": self.seed}
-
-    def embed(self, waveforms, lengths=None):
-        lengths = valid_lengths(waveforms, lengths)
-        if waveforms.shape[-1] < self.FRAME:
-            waveforms = nn.functional.pad(waveforms, (0, self.FRAME - waveforms.shape[-1]))
-        frames = waveforms.unfold(-1, self.FRAME, self.HOP)  # (batch, frames, FRAME)
-        energy = torch.log(frames.pow(2).mean(dim=-1) + 1e-8)
-        count = ((lengths - self.FRAME) // self.HOP + 1).clamp(min=1)
-        mask = (torch.arange(frames.shape[1], device=waveforms.device) < count[:, None]).to(energy.dtype)
-        mean = (energy * mask).sum(dim=1) / count
-        std = (((energy - mean[:, None]) ** 2 * mask).sum(dim=1) / count).sqrt()
-        # Fixed standardisation (roughly EMO-DB's statistics), so that the random classifier's outputs vary.
-        return torch.stack([(mean + 6.3) / 0.7, (std - 3.0) / 0.4], dim=-1)
-
-    def forward(self, waveforms, lengths=None, head=None):
-        self.batch_shapes.append(tuple(waveforms.shape))
-        return self.classifiers[self.resolve_head(head)](self.embed(waveforms, lengths))
 
 
 class FailingModel(LogEnergyModel):
