@@ -21,6 +21,15 @@ class "neutral"; we name it ``"non-positive"`` so that it cannot be confused wit
 
 :func:`balanced_subsample` implements the per-corpus random subsampling of §6.2: every mapped class of a corpus is
 cut to the size of that corpus's minority class, so a model cannot learn the corpora's class priors.
+
+**Numeric arousal/valence** (:data:`VALUE_SPACES`, ``"av_values"``): :func:`av_values` puts Table 2's levels on
+numbers, arousal low/high -> -1/+1 and valence negative/neutral/positive -> -1/0/+1, so that a dimensional head
+(arousal and valence in [-1, 1], :func:`sermodels.outputs.dimensions`) can be trained and scored with CCC on the
+categorical corpora. This is a **coarse placement of categories, not rated dimensions**: every item of a category
+gets the same corner (or edge midpoint) of the square, so there is no variation within a category, intensity is
+ignored (RAVDESS "strong" anger is +1 like "normal" anger), and a CCC on these targets measures how well a model
+separates the category groups along each axis, not agreement with human dimensional ratings. Neither EmoNet nor
+any other source paper defines these numbers: they are ours, the simplest symmetric coding of the levels.
 """
 
 from __future__ import annotations
@@ -121,6 +130,16 @@ LABEL_SPACES: dict[str, tuple[str, ...] | None] = {
 }
 
 
+#: Numbers of the Table 2 levels for the "av_values" space (module docstring): a coarse placement of categories.
+LEVEL_VALUES: dict[str, dict[str, float]] = {
+    "arousal": {"low": -1.0, "high": 1.0},
+    "valence": {"negative": -1.0, "neutral": 0.0, "positive": 1.0},
+}
+
+#: Numeric label spaces: name -> dimension names, in output order (a dimensional head's names).
+VALUE_SPACES: dict[str, tuple[str, ...]] = {"av_values": ("arousal", "valence")}
+
+
 class UnknownLabelError(ValueError):
     """A category that has no arousal/valence placement. ``str(err)`` names it."""
 
@@ -176,6 +195,34 @@ def map_label(label: str, space: str) -> str:
     if space == "categories":
         return label
     return _MAPPERS[space](label)
+
+
+def av_values(label: str) -> dict[str, float]:
+    """``{"arousal": -1 | 1, "valence": -1 | 0 | 1}`` of a category (a coarse placement, module docstring)."""
+    level_arousal, level_valence = placement(label)
+    return {"arousal": LEVEL_VALUES["arousal"][level_arousal], "valence": LEVEL_VALUES["valence"][level_valence]}
+
+
+_VALUE_MAPPERS: dict[str, Callable[[str], dict[str, float]]] = {"av_values": av_values}
+
+
+def value_mapper(space: str) -> Callable[[str], dict[str, float]]:
+    """The function placing a category in the numeric space ``space`` (:data:`VALUE_SPACES`), e.g. :func:`av_values`."""
+    if space not in VALUE_SPACES:
+        raise ValueError(f"unknown numeric label space {space!r}; choose one of {sorted(VALUE_SPACES)}")
+    return _VALUE_MAPPERS[space]
+
+
+def map_values(label: str, space: str) -> dict[str, float]:
+    """``label`` placed in the numeric space ``space`` (:data:`VALUE_SPACES`): dimension name -> value."""
+    return value_mapper(space)(label)
+
+
+def value_names(space: str) -> list[str]:
+    """Dimension names of the numeric space ``space``, in output order."""
+    if space not in VALUE_SPACES:
+        raise ValueError(f"unknown numeric label space {space!r}; choose one of {sorted(VALUE_SPACES)}")
+    return list(VALUE_SPACES[space])
 
 
 def label_names(space: str, corpus: str | None = None) -> list[str]:

@@ -1,9 +1,15 @@
-"""Evaluation metrics for speech emotion recognition: UAR, WAR, macro F1, confusion matrix, CCC and McNemar's test.
+"""Evaluation metrics for speech emotion recognition: UAR, WAR, macro F1, confusion matrix, McNemar's test, and CCC,
+Pearson's r and RMSE for dimensions (per utterance, or per frame with sequence-level and concatenated variants).
 
 Classification metrics follow the EmoNet paper (Gerczuk et al., IEEE TAC 2021): Unweighted Average Recall (UAR) is
 the headline metric (§5, Table 3), because emotional corpora are imbalanced, and McNemar's test [108] (McNemar,
 Psychometrika 12(2), 1947) compares two models on the same test set (§7, Table 4). The concordance correlation
-coefficient is the regression metric of the MixedEmotions deliverable D4.2 (§3.4.2 eq. 10, §4.3 eq. 3).
+coefficient is the regression metric of the MixedEmotions deliverable D4.2 (§3.4.2 eq. 10, §4.3 eq. 3), reported
+beside Pearson's correlation coefficient (CC) and the root mean squared error as its §4.5 tables do. For
+time-continuous predictions D4.2 reports two aggregates: the CCC of the values **concatenated** over all recordings
+(§4.5.2 and §5.3, "in accordance with the AV+EC challenge": the end-to-end conv-BLSTM's evaluation) and the
+**average per sequence** E{CCC} (§4.5.1/§4.5.2, the counterpart of the ΣCCC objective, eq. 2): see
+:func:`sequence_level` and :func:`concatenated`.
 
 Every function accepts Python lists, numpy arrays or torch tensors. Class predictions are integer indices in
 ``[0, num_classes)`` (``num_classes`` is inferred as ``max + 1`` when not given); :func:`classification_report` also
@@ -194,15 +200,13 @@ def ccc(pred: ArrayLike, target: ArrayLike) -> float:
 
     torchmetrics' ``concordance_corrcoef`` divides the variances and the covariance by N - 1 but the squared mean
     difference by nothing, which mixes two estimators and gives a slightly different value (the two agree as
-    N grows, and exactly when the means are equal), so it is not used here. Computed in float64. A constant ``pred``
-    and ``target`` with equal values gives 1; with different values 0.
+    N grows, and exactly when the means are equal), so it is not used here. Computed in float64.
+
+    Degenerate cases, where the formula's denominator is 0 or the covariance vanishes: a constant ``pred`` and
+    ``target`` with equal values (one value each included) gives 1 (perfect agreement, 0/0 defined so); with
+    different values 0; a constant ``pred`` against a varying ``target`` (or the reverse) gives 0 (no covariance).
     """
-    x = _as_float64(pred, "pred")
-    y = _as_float64(target, "target")
-    if x.numel() != y.numel():
-        raise ValueError(f"pred has {x.numel()} values but target has {y.numel()}")
-    if x.numel() == 0:
-        raise ValueError("no values to score: pred and target are empty")
+    x, y = _paired(pred, target)
     mean_x, mean_y = x.mean(), y.mean()
     var_x = ((x - mean_x) ** 2).mean()
     var_y = ((y - mean_y) ** 2).mean()
@@ -214,11 +218,160 @@ def ccc(pred: ArrayLike, target: ArrayLike) -> float:
 
 
 def _as_float64(values: ArrayLike, name: str) -> torch.Tensor:
-    tensor = values if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values, dtype=np.float64))
-    tensor = tensor.detach().cpu().double().reshape(-1)
+    tensor = _as_tensor(values).reshape(-1)
     if not torch.isfinite(tensor).all():
         raise ValueError(f"{name} contains NaN or Inf values")
     return tensor
+
+
+def _as_tensor(values: ArrayLike) -> torch.Tensor:
+    """A float64 CPU tensor of any shape (no gradient)."""
+    tensor = values if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values, dtype=np.float64))
+    return tensor.detach().cpu().double()
+
+
+def _paired(pred: ArrayLike, target: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
+    x = _as_float64(pred, "pred")
+    y = _as_float64(target, "target")
+    if x.numel() != y.numel():
+        raise ValueError(f"pred has {x.numel()} values but target has {y.numel()}")
+    if x.numel() == 0:
+        raise ValueError("no values to score: pred and target are empty")
+    return x, y
+
+
+def pearson(pred: ArrayLike, target: ArrayLike) -> float:
+    """Pearson's correlation coefficient r of two 1-D series (D4.2's CC, §4.3 eq. 8), computed in float64.
+
+    r is undefined when either series is constant (a zero standard deviation; one value is constant too): it is
+    then ``nan`` (as ``scipy.stats.pearsonr``, which also warns), and reports write it as ``null``.
+    """
+    x, y = _paired(pred, target)
+    dx, dy = x - x.mean(), y - y.mean()
+    norm = math.sqrt(float((dx * dx).sum()) * float((dy * dy).sum()))
+    if norm == 0.0:
+        return math.nan
+    return max(-1.0, min(1.0, float((dx * dy).sum()) / norm))
+
+
+def rmse(pred: ArrayLike, target: ArrayLike) -> float:
+    """Root mean squared error ``sqrt(mean((pred - target)**2))`` of two 1-D series, in float64."""
+    x, y = _paired(pred, target)
+    return math.sqrt(float(((x - y) ** 2).mean()))
+
+
+#: The per-dimension regression metrics, by report key.
+REGRESSION_METRICS = {"ccc": ccc, "pearson": pearson, "rmse": rmse}
+
+
+def regression_scores(pred: ArrayLike, target: ArrayLike) -> dict[str, float]:
+    """``{"ccc", "pearson", "rmse"}`` of two 1-D series."""
+    return {name: metric(pred, target) for name, metric in REGRESSION_METRICS.items()}
+
+
+def sequences(values: ArrayLike | Sequence[ArrayLike], mask: ArrayLike | None = None) -> list[torch.Tensor]:
+    """Variable-length sequences as a list of float64 tensors ``(T_i, ...)``.
+
+    ``values`` is a list of per-sequence arrays ``(T_i,)`` / ``(T_i, D)`` (``mask`` must then be ``None``), or a
+    padded array ``(N, T)`` / ``(N, T, D)`` with ``mask`` ``(N, T)`` (True on valid frames; ``None``: all valid).
+    Masked frames are dropped wherever they are, and only the kept values must be finite.
+    """
+    if isinstance(values, (list, tuple)):
+        if mask is not None:
+            raise ValueError("a mask goes with a padded array (N, T[, D]), not with a list of sequences")
+        return [_as_tensor(sequence) for sequence in values]
+    padded = _as_tensor(values)
+    if padded.dim() < 2:
+        raise ValueError(f"padded sequences need shape (N, T[, D]), got {tuple(padded.shape)}")
+    if mask is None:
+        return list(padded)
+    keep = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).detach().cpu()
+    if keep.shape != padded.shape[:2]:
+        raise ValueError(f"mask {tuple(keep.shape)} does not match the sequences' (N, T) {tuple(padded.shape[:2])}")
+    return [sequence[row.bool()] for sequence, row in zip(padded, keep)]
+
+
+def sequence_level(
+    metric: str, pred: ArrayLike | Sequence[ArrayLike], target: ArrayLike | Sequence[ArrayLike], mask=None
+) -> float:
+    """The mean over sequences of each sequence's ``metric`` (``"ccc"``, ``"pearson"`` or ``"rmse"``).
+
+    D4.2's E{CCC} (§4.5.1/§4.5.2): every sequence weighs the same, whatever its length, and a model must follow the
+    contour *within* each sequence. ``pred``/``target``: 1-D sequences as in :func:`sequences`. Sequences with no
+    valid frame are skipped; values that are undefined (Pearson's r of a constant sequence) are left out of the
+    mean, which is ``nan`` when no sequence has a value. A one-frame sequence has CCC 1 if the values are equal,
+    else 0 (see :func:`ccc`).
+    """
+    function = REGRESSION_METRICS[metric]
+    pairs = _sequence_pairs(pred, target, mask)
+    values = [function(x, y) for x, y in pairs]
+    defined = [value for value in values if not math.isnan(value)]
+    return float(np.mean(defined)) if defined else math.nan
+
+
+def concatenated(
+    metric: str, pred: ArrayLike | Sequence[ArrayLike], target: ArrayLike | Sequence[ArrayLike], mask=None
+) -> float:
+    """``metric`` of all valid frames pooled into one series (D4.2 §4.5.2 and §5.3, the AV+EC challenge's CCC).
+
+    Long sequences weigh more, and a model that gets each sequence's mean level right scores well even with flat
+    contours (D4.2 §4.3, Fig. 5.2). ``pred``/``target``: 1-D sequences as in :func:`sequences`.
+    """
+    pairs = _sequence_pairs(pred, target, mask)
+    return REGRESSION_METRICS[metric](torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs]))
+
+
+def _sequence_pairs(pred, target, mask) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Non-empty ``(pred, target)`` 1-D sequence pairs of equal lengths."""
+    xs, ys = sequences(pred, mask), sequences(target, mask)
+    if len(xs) != len(ys):
+        raise ValueError(f"pred has {len(xs)} sequences but target has {len(ys)}")
+    pairs = []
+    for number, (x, y) in enumerate(zip(xs, ys)):
+        if x.shape != y.shape or x.dim() != 1:
+            raise ValueError(f"sequence {number}: pred {tuple(x.shape)} and target {tuple(y.shape)} must be equal 1-D")
+        if x.numel():
+            pairs.append((x, y))
+    if not pairs:
+        raise ValueError("no values to score: every sequence is empty")
+    return pairs
+
+
+def dimension_scores(
+    pred: ArrayLike | Sequence[ArrayLike],
+    target: ArrayLike | Sequence[ArrayLike],
+    names: Sequence[str],
+    *,
+    level: str = "utterance",
+    mask: ArrayLike | None = None,
+) -> dict[str, dict[str, Any]]:
+    """CCC, Pearson's r and RMSE of every dimension, by name.
+
+    ``level="utterance"``: ``pred``/``target`` ``(N, D)``, one row per utterance; each dimension gets
+    ``{"ccc", "pearson", "rmse"}`` over the N utterances. ``level="frame"``: sequences ``(T_i, D)`` as in
+    :func:`sequences` (a list, or padded ``(N, T, D)`` with ``mask``); each dimension gets ``{"sequence": {...},
+    "concatenated": {...}}`` (:func:`sequence_level`, :func:`concatenated`). Undefined values are ``nan``.
+    """
+    names = list(names)
+    if level == "utterance":
+        x, y = _as_tensor(pred), _as_tensor(target)
+        if x.shape != y.shape or x.dim() != 2 or x.shape[1] != len(names):
+            raise ValueError(f"pred {tuple(x.shape)} and target {tuple(y.shape)} must both be (N, {len(names)})")
+        return {name: regression_scores(x[:, d], y[:, d]) for d, name in enumerate(names)}
+    if level != "frame":
+        raise ValueError(f"level must be 'utterance' or 'frame', got {level!r}")
+    xs, ys = sequences(pred, mask), sequences(target, mask)
+    for sequence in (*xs, *ys):
+        if sequence.dim() != 2 or sequence.shape[1] != len(names):
+            raise ValueError(f"frame-level sequences must be (frames, {len(names)}), got {tuple(sequence.shape)}")
+    out = {}
+    for d, name in enumerate(names):
+        px, py = [x[:, d] for x in xs], [y[:, d] for y in ys]
+        out[name] = {
+            "sequence": {metric: sequence_level(metric, px, py) for metric in REGRESSION_METRICS},
+            "concatenated": {metric: concatenated(metric, px, py) for metric in REGRESSION_METRICS},
+        }
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- significance

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from energy_model import EMOTIONS, LogEnergyModel
 from matplotlib import image as mpimg
-from test_inference import EMOTIONS, LogEnergyModel
 
 from sermodels import metrics
 from sermodels.evaluation import evaluate_items, loso_report, save_report
-from sermodels.inference import predict_files
+from sermodels.pipelines.predict import predict_files
 
 EMODB_LETTERS = dict(zip("WLEAFTN", EMOTIONS))
 AROUSAL = {"anger": "high", "fear": "high", "happiness": "high", "disgust": "high", "boredom": "low"}

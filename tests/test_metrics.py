@@ -208,3 +208,119 @@ def test_ccc_differs_from_torchmetrics_only_by_its_moment_estimator():
     assert metrics.ccc(x, y_centred) == pytest.approx(
         float(concordance_corrcoef(torch.tensor(x), torch.tensor(y_centred))), rel=1e-9
     )
+
+
+# -------------------------------------------------------------------------------------- Pearson's r and RMSE
+
+
+def test_pearson_and_rmse_hand_computed():
+    x = [1.0, 2.0, 3.0, 4.0]
+    y = [2.0, 4.0, 5.0, 4.0]
+    # dx = [-1.5, -0.5, 0.5, 1.5], dy = [-1.75, 0.25, 1.25, 0.25]: sum dx dy = 3.5, sum dx^2 = 5, sum dy^2 = 4.75
+    assert metrics.pearson(x, y) == pytest.approx(3.5 / math.sqrt(5 * 4.75), abs=1e-12)
+    # errors [1, 2, 2, 0] -> mean square 9/4
+    assert metrics.rmse(x, y) == pytest.approx(1.5, abs=1e-12)
+    assert metrics.pearson(x, [-v for v in x]) == pytest.approx(-1.0)
+    assert metrics.rmse(x, x) == 0.0
+
+
+def test_pearson_matches_scipy_and_numpy_for_every_input_type():
+    from scipy.stats import pearsonr
+
+    rng = np.random.default_rng(4)
+    target = rng.normal(size=40)
+    pred = 0.5 * target + rng.normal(scale=0.8, size=40) - 1.0
+    expected = pearsonr(pred, target).statistic
+    for pair in ((pred, target), (torch.tensor(pred), torch.tensor(target)), (list(pred), list(target))):
+        assert metrics.pearson(*pair) == pytest.approx(expected, rel=1e-12)
+    assert metrics.pearson(torch.tensor(pred, dtype=torch.float32), target) == pytest.approx(expected, rel=1e-6)
+    assert metrics.rmse(pred, target) == pytest.approx(np.sqrt(np.mean((pred - target) ** 2)), rel=1e-12)
+
+
+def test_degenerate_regression_inputs_have_documented_values():
+    # A constant series has no correlation: nan, as scipy's pearsonr (which also warns).
+    assert math.isnan(metrics.pearson([1.0, 1.0, 1.0], [0.0, 1.0, 2.0]))
+    assert math.isnan(metrics.pearson([5.0], [5.0]))
+    # CCC of constants: 1 when equal, else 0; a constant against a varying series has no covariance: 0.
+    assert metrics.ccc([5.0], [5.0]) == 1.0 and metrics.ccc([5.0], [4.0]) == 0.0
+    assert metrics.ccc([1.0, 1.0, 1.0], [0.0, 1.0, 2.0]) == 0.0
+    assert metrics.rmse([5.0], [4.0]) == 1.0
+    with pytest.raises(ValueError, match="empty"):
+        metrics.rmse([], [])
+    with pytest.raises(ValueError, match="3 values but target has 2"):
+        metrics.pearson([1.0, 2.0, 3.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.rmse([1.0, float("inf")], [1.0, 2.0])
+
+
+# ----------------------------------------------------------------------------- frame level: sequence vs pooled
+
+
+def test_sequence_level_and_concatenated_differ_as_in_d42():
+    # MixedEmotions D4.2 Fig. 5.2: predicting each sequence's mean gives CCC 0 per sequence, but the concatenation
+    # still agrees on the levels. Sequence a: [0, 2] (mean 1), b: [4, 6, 8] (mean 6).
+    true = [np.array([0.0, 2.0]), np.array([4.0, 6.0, 8.0])]
+    pred = [np.array([1.0, 1.0]), np.array([6.0, 6.0, 6.0])]
+    assert metrics.sequence_level("ccc", pred, true) == 0.0
+    pooled_true, pooled_pred = np.concatenate(true), np.concatenate(pred)
+    assert metrics.concatenated("ccc", pred, true) == pytest.approx(_ccc_numpy(pooled_pred, pooled_true), rel=1e-12)
+    # By hand: means 4.0 both; var(true) = 8, var(pred) = 6, cov = 6 -> 12 / 14.
+    assert metrics.concatenated("ccc", pred, true) == pytest.approx(12 / 14, rel=1e-12)
+    # RMSE: per sequence sqrt(1) and sqrt(8/3), averaged; pooled sqrt(10/5).
+    assert metrics.sequence_level("rmse", pred, true) == pytest.approx((1 + math.sqrt(8 / 3)) / 2, rel=1e-12)
+    assert metrics.concatenated("rmse", pred, true) == pytest.approx(math.sqrt(2.0), rel=1e-12)
+    # Pearson of a constant prediction is undefined in every sequence: the mean over none is nan.
+    assert math.isnan(metrics.sequence_level("pearson", pred, true))
+
+
+def test_masked_padding_is_ignored_and_inputs_agree():
+    rng = np.random.default_rng(7)
+    lengths = [5, 3, 8]
+    true = [rng.normal(size=n) for n in lengths]
+    pred = [t * 0.8 + rng.normal(scale=0.3, size=t.shape) for t in true]
+    padded_true = np.full((3, 8), np.nan)  # garbage (even NaN) under the mask must not matter
+    padded_pred = np.full((3, 8), 1e6)
+    mask = np.zeros((3, 8), dtype=bool)
+    for row, n in enumerate(lengths):
+        padded_true[row, :n], padded_pred[row, :n], mask[row, :n] = true[row], pred[row], True
+    for metric in ("ccc", "pearson", "rmse"):
+        per_sequence = np.mean([metrics.REGRESSION_METRICS[metric](p, t) for p, t in zip(pred, true)])
+        assert metrics.sequence_level(metric, pred, true) == pytest.approx(per_sequence, rel=1e-12)
+        assert metrics.sequence_level(metric, padded_pred, padded_true, mask) == pytest.approx(per_sequence, rel=1e-12)
+        torch_value = metrics.concatenated(
+            metric, torch.tensor(padded_pred), torch.tensor(padded_true), torch.tensor(mask)
+        )
+        assert torch_value == pytest.approx(metrics.concatenated(metric, pred, true), rel=1e-12)
+    with pytest.raises(ValueError, match="does not match"):
+        metrics.sequence_level("ccc", padded_pred, padded_true, mask[:, :4])
+    with pytest.raises(ValueError, match="every sequence is empty"):
+        metrics.concatenated("ccc", padded_pred, padded_true, np.zeros_like(mask))
+    with pytest.raises(ValueError, match="sequence 1"):
+        metrics.concatenated("ccc", pred, [true[0], true[1][:2], true[2]])
+
+
+def test_dimension_scores_per_level():
+    rng = np.random.default_rng(2)
+    true = rng.uniform(-1, 1, size=(20, 2))
+    pred = true * 0.5 + 0.1
+    scores = metrics.dimension_scores(pred, true, ["arousal", "valence"])
+    assert set(scores) == {"arousal", "valence"}
+    assert scores["valence"] == {
+        "ccc": pytest.approx(_ccc_numpy(pred[:, 1], true[:, 1])),
+        "pearson": pytest.approx(1.0),
+        "rmse": pytest.approx(np.sqrt(np.mean((pred[:, 1] - true[:, 1]) ** 2))),
+    }
+    frames_true = [rng.uniform(-1, 1, size=(n, 2)) for n in (30, 12)]
+    frames_pred = [t[:, ::-1].copy() for t in frames_true]  # the dimensions swapped
+    frame = metrics.dimension_scores(frames_pred, frames_true, ["arousal", "valence"], level="frame")
+    assert set(frame["arousal"]) == {"sequence", "concatenated"}
+    assert frame["arousal"]["concatenated"]["ccc"] == pytest.approx(
+        metrics.ccc(np.concatenate([p[:, 0] for p in frames_pred]), np.concatenate([t[:, 0] for t in frames_true]))
+    )
+    assert frame["valence"]["sequence"]["rmse"] == pytest.approx(
+        np.mean([metrics.rmse(p[:, 1], t[:, 1]) for p, t in zip(frames_pred, frames_true)])
+    )
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        metrics.dimension_scores(pred, true, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="level"):
+        metrics.dimension_scores(pred, true, ["arousal", "valence"], level="segment")

@@ -5,7 +5,13 @@
 >>> parts = corpus.split("fixed")                               # {"train", "dev", "test"} -> items
 
 Built-in corpora: ``emodb``, ``ravdess``, ``emovo``, ``urdu``; ``folder`` is your own data (a folder per class or a
-CSV/TSV table). :func:`list_corpora` names them with a one-line description.
+CSV/TSV table, with categories, numeric dimensions or frame-level traces). :func:`list_corpora` names them with a
+one-line description.
+
+Where things live: ``base`` (items, corpora, registry), one file per corpus, ``splits/`` (protocols), ``targets``
+(numeric targets: traces and their alignment with frame-level heads), ``cache`` (decoded audio), ``datasets``
+(samples and training crops), ``sampling`` (training order, round-robin, DDP shards), ``collate`` (batches),
+``datamodule`` (``SERDataModule``), ``spaces`` and ``adaptation`` (data modules combining several).
 """
 
 from sermodels.data import emodb, emovo, folder, ravdess, urdu  # noqa: F401  (register the corpora)
@@ -22,7 +28,11 @@ from sermodels.data.base import (
     register_corpus,
 )
 from sermodels.data.cache import AudioCache
+from sermodels.data.collate import pad_collate, pad_traces
+from sermodels.data.datasets import WaveformDataset
+from sermodels.data.sampling import EpochSampler, TrainBatchSampler
 from sermodels.data.splits import Protocol, load_protocol
+from sermodels.data.targets import Trace, TraceError
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -30,14 +40,21 @@ __all__ = [
     "Corpus",
     "CorpusError",
     "CorpusMeta",
+    "EpochSampler",
     "Item",
     "Protocol",
     "SERDataModule",
+    "Trace",
+    "TraceError",
+    "TrainBatchSampler",
+    "WaveformDataset",
     "corpus_meta",
     "describe_corpora",
     "list_corpora",
     "load_corpus",
     "load_protocol",
+    "pad_collate",
+    "pad_traces",
     "register_corpus",
 ]
 

@@ -16,40 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import soundfile as sf
-
+from sermodels.audio import AUDIO_EXTENSIONS
 from sermodels.data.splits import PARTITIONS, Partition, Protocol, load_protocol
+from sermodels.data.targets import Trace
 
 #: How many offenders an error message lists before it only counts the rest.
 MAX_LISTED = 20
-
-# Extensions libsndfile reads by container (MP3 only where the installed libsndfile has it).
-_EXTENSIONS = {
-    "wav": "WAV",
-    "wave": "WAV",
-    "flac": "FLAC",
-    "ogg": "OGG",
-    "oga": "OGG",
-    "opus": "OGG",
-    "mp3": "MP3",
-    "aif": "AIFF",
-    "aiff": "AIFF",
-    "aifc": "AIFF",
-    "au": "AU",
-    "snd": "AU",
-    "caf": "CAF",
-    "w64": "W64",
-    "rf64": "RF64",
-    "sph": "NIST",
-    "nist": "NIST",
-    "voc": "VOC",
-    "avr": "AVR",
-    "paf": "PAF",
-    "sd2": "SD2",
-    "htk": "HTK",
-    "xi": "XI",
-}
-AUDIO_EXTENSIONS = frozenset(f".{ext}" for ext, fmt in _EXTENSIONS.items() if fmt in sf.available_formats())
 
 
 class CorpusError(ValueError):
@@ -69,17 +41,25 @@ class CorpusError(ValueError):
 
 @dataclass(frozen=True)
 class Item:
-    """One utterance. ``id`` is unique within its corpus (the file stem for built-in corpora)."""
+    """One utterance. ``id`` is unique within its corpus (the file stem for built-in corpora).
+
+    Its targets (:mod:`sermodels.data.targets`): ``label``, the category (``None`` for an item of a generic corpus
+    that has only numeric targets); ``values``, named dimensions of the whole utterance (e.g. rated arousal and
+    valence; not to be modified); ``trace``, named dimensions over time. Built-in corpora give categories only.
+    ``trace`` and ``extra`` take no part in comparing or hashing items.
+    """
 
     id: str
     path: str
-    label: str
+    label: str | None
     speaker: str | None
     sex: str | None  # "f", "m" or None when the corpus does not say
     text: str | None  # sentence/statement id where the corpus has scripted texts
     corpus: str
     split: str | None = None  # partition given by the data itself (generic CSV ``split`` column)
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    values: Mapping[str, float] | None = field(default=None, hash=False)
+    trace: Trace | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -161,6 +141,16 @@ class Corpus:
     @property
     def speakers(self) -> list[str]:
         return sorted({item.speaker for item in self.items if item.speaker is not None})
+
+    @property
+    def dimensions(self) -> list[str]:
+        """Names of the items' utterance-level ``values`` (the generic corpus's numeric columns); empty if none."""
+        return next((list(item.values) for item in self.items if item.values), [])
+
+    @property
+    def trace_dimensions(self) -> list[str]:
+        """Names of the items' frame-level traces; empty if the items have none."""
+        return next((list(item.trace.names) for item in self.items if item.trace is not None), [])
 
     def class_counts(self, items: Iterable[Item] | None = None) -> dict[str, int]:
         counts = Counter(item.label for item in (self.items if items is None else items))
@@ -244,6 +234,8 @@ class Corpus:
             "speakers_by_sex": {sex: sexes[sex] for sex in sorted(sexes, key=str)},
             "classes": list(self.classes),
             "class_counts": self.class_counts(),
+            **({"dimensions": self.dimensions} if self.dimensions else {}),
+            **({"trace_dimensions": self.trace_dimensions} if self.trace_dimensions else {}),
             "complete": self.strict,
             "speaker_independent": self.speaker_independent,
             "splits": self.split_names(),

@@ -1,35 +1,18 @@
 """``SERDataModule``: waveforms from one or more corpora, speaker-independent splits, padded batches.
 
-A batch is a dict::
+The pieces it puts together, one module each: :mod:`~sermodels.data.datasets` (samples, training crops),
+:mod:`~sermodels.data.sampling` (training order: ``concat`` and ``round_robin`` multi-corpus training, DDP shards),
+:mod:`~sermodels.data.collate` (the batch dict and its keys), :mod:`~sermodels.data.targets` (numeric targets) and
+:mod:`~sermodels.data.cache` (decoded audio).
 
-    waveforms  (B, T) float32   zero-padded to the longest clip of the batch
-    lengths    (B,)   long      valid samples per row
-    labels     (B,)   long      index into label_names (per corpus for "categories", shared for arousal/valence)
-    domains    (B,)   long      index into corpus_names
-    corpus     list[str]        corpus name per row
-    paths      list[str]
+Label spaces (what ``batch["labels"]`` / ``batch["targets"]`` / ``batch["traces"]`` hold):
 
-Training clips longer than ``max_duration`` are randomly cropped; the crop offset is a function of
-``(seed, epoch, item index, cycle)`` only (``cycle``: how many times round-robin has already cycled the item's corpus
-this epoch, 0 otherwise), so it is the same with any number of workers or ranks, and an item that a smaller corpus
-repeats within one epoch gets a new window each time. Validation and test use whole clips.
-
-Multi-corpus training (EmoNet §6.1/§6.2):
-
-* ``"concat"`` pools the corpora's training items and shuffles them together (aggregated training; with
-  ``balance=True`` and an arousal/valence label space this is EmoNet's §6.2 set-up). Under DDP Lightning injects a
-  ``DistributedSampler`` into :class:`TrainBatchSampler` (it exposes the ``sampler`` argument Lightning looks for);
-  the batches are cut from that sampler's per-rank shard. That sampler shuffles with Lightning's global seed
-  (``seed_everything``, 0 when unset), not with ``SERDataModule.seed``, which then only seeds the crops and
-  ``balance``: seed both for a reproducible run. Without DDP the order comes from ``SERDataModule.seed``.
-* ``"round_robin"`` yields one batch of corpus 1, one of corpus 2, ..., in turn (multi-domain training, §6.1: every
-  batch comes from a single corpus, ``batch["corpus"]`` names it). An epoch ends when the largest corpus has been
-  seen once; smaller corpora are reshuffled and cycled. Under DDP every rank shuffles each corpus with the same
-  seed, pads it by wrap-around to a multiple of the world size and keeps every ``world_size``-th item from its rank
-  on: the shards are disjoint, equally long, and all ranks process the same corpus at the same step (so per-corpus
-  adapters and heads receive gradients on every rank at once). Rank and world size come from the injected
-  ``DistributedSampler`` (``Trainer(use_distributed_sampler=True)``, the default) or, without one, from
-  ``torch.distributed``.
+* class indices: ``categories`` (each corpus's own classes), ``arousal``, ``valence``, ``binary_valence`` (EmoNet
+  Table 2, :mod:`sermodels.labels`);
+* numbers: ``av_values`` (categories placed on arousal/valence in [-1, 1]: a coarse placement of the category
+  groups, see :mod:`sermodels.labels`), ``dimensions`` (a generic corpus's own numeric columns, ``Item.values``),
+  ``trace`` (a generic corpus's frame-level traces, ``Item.trace``, at ``frame_rate`` frames per second).
+  ``batch["labels"]`` then holds the item's category index in its corpus's classes, -1 for an item without one.
 
 Validation/test: one DataLoader per corpus (a list, in ``corpus_names`` order, when there are several corpora), so
 metrics are per corpus; Lightning shards them across ranks itself.
@@ -37,248 +20,33 @@ metrics are per corpus; Lightning shards them across ranks itself.
 
 from __future__ import annotations
 
-import math
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import BatchSampler, ConcatDataset, DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
 from sermodels import labels as label_maps
+from sermodels import outputs
+from sermodels.data import targets
 from sermodels.data.base import Corpus, CorpusError, Item, corpus_meta, load_corpus
 from sermodels.data.cache import DEFAULT_MEMORY_MB, AudioCache
+from sermodels.data.collate import pad_collate
+from sermodels.data.datasets import TrainingConcat, WaveformDataset
+from sermodels.data.sampling import MULTI_CORPUS_MODES, EpochSampler, TrainBatchSampler
 from sermodels.data.splits import PARTITIONS
 
-MULTI_CORPUS_MODES = ("concat", "round_robin")
 #: Environment variable naming the folder that holds EMODB/, RAVDESS/, ... when ``roots`` is not given.
 DATA_ENV = "SERMODELS_DATA"
 GENERIC_PREFIX = "folder:"
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Dataset and collation.
-
-
-class WaveformDataset(Dataset):
-    """Items of one corpus partition as ``{"waveform", "label", "domain", "corpus", "path"}`` samples.
-
-    ``dataset[i]`` is the whole clip; ``dataset[(i, epoch)]`` or ``dataset[(i, epoch, cycle)]`` (what
-    :class:`TrainBatchSampler` yields) is a random crop of at most ``max_duration`` seconds, drawn from
-    ``numpy.random.default_rng((seed, epoch, i))`` for cycle 0 and ``default_rng((seed, epoch, i, cycle))`` for a
-    later round-robin cycle of the same epoch (so cycle 0 keeps the crops of the plain ``(i, epoch)`` key).
-    """
-
-    def __init__(
-        self,
-        items: Sequence[Item],
-        label_indices: Sequence[int],
-        domain: int,
-        cache: AudioCache,
-        *,
-        max_duration: float | None = None,
-        seed: int = 0,
-    ):
-        if len(items) != len(label_indices):
-            raise ValueError("one label index per item is needed")
-        self.items = list(items)
-        self.label_indices = [int(i) for i in label_indices]
-        self.domain = domain
-        self.cache = cache
-        self.max_samples = None if max_duration is None else int(round(max_duration * cache.sample_rate))
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any]:
-        index, epoch, cycle = _split_key(key)
-        item = self.items[index]
-        waveform = self.cache.get(item.path)
-        if epoch is not None and self.max_samples is not None and waveform.shape[0] > self.max_samples:
-            rng = np.random.default_rng((self.seed, epoch, index, cycle) if cycle else (self.seed, epoch, index))
-            start = int(rng.integers(0, waveform.shape[0] - self.max_samples + 1))
-            waveform = waveform[start : start + self.max_samples]
-        return {
-            "waveform": waveform,
-            "label": self.label_indices[index],
-            "domain": self.domain,
-            "corpus": item.corpus,
-            "path": item.path,
-        }
-
-
-def _split_key(key: int | tuple[int, ...]) -> tuple[int, int | None, int]:
-    """``i``, ``(i, epoch)`` or ``(i, epoch, cycle)`` -> ``(i, epoch or None, cycle or 0)``."""
-    if not isinstance(key, tuple):
-        return key, None, 0
-    if len(key) not in (2, 3):
-        raise KeyError(f"expected an index, (index, epoch) or (index, epoch, cycle), got {key!r}")
-    return key[0], key[1], key[2] if len(key) == 3 else 0
-
-
-class _TrainingConcat(ConcatDataset):
-    """ConcatDataset whose keys may be ``(index, epoch[, cycle])`` tuples, forwarded with the local index."""
-
-    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any]:
-        index = key[0] if isinstance(key, tuple) else key
-        if index < 0:
-            index += len(self)
-        which = int(np.searchsorted(self.cumulative_sizes, index, side="right"))
-        local = index - (self.cumulative_sizes[which - 1] if which else 0)
-        return self.datasets[which][(local, *key[1:]) if isinstance(key, tuple) else local]
-
-
-def pad_collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack samples into a batch padded with zeros to the longest waveform (see the module docstring)."""
-    lengths = torch.tensor([s["waveform"].shape[0] for s in samples], dtype=torch.long)
-    waveforms = torch.zeros(len(samples), int(lengths.max()) if len(samples) else 0, dtype=torch.float32)
-    for row, sample in enumerate(samples):
-        waveforms[row, : sample["waveform"].shape[0]] = sample["waveform"]
-    return {
-        "waveforms": waveforms,
-        "lengths": lengths,
-        "labels": torch.tensor([s["label"] for s in samples], dtype=torch.long),
-        "domains": torch.tensor([s["domain"] for s in samples], dtype=torch.long),
-        "corpus": [s["corpus"] for s in samples],
-        "paths": [s["path"] for s in samples],
-    }
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Training order.
-
-
-class EpochSampler(Sampler[int]):
-    """Seeded shuffle of ``range(size)`` that changes every epoch.
-
-    Lightning calls :meth:`set_epoch` before each epoch; without it (a plain loop) each pass advances the epoch
-    itself, so consecutive passes still differ.
-    """
-
-    def __init__(self, size: int, seed: int = 0):
-        self.size = size
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def next_epoch(self) -> int:
-        epoch = self.epoch
-        self.epoch += 1
-        return epoch
-
-    def permutation(self, epoch: int) -> list[int]:
-        return np.random.default_rng((self.seed, epoch)).permutation(self.size).tolist()
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.permutation(self.next_epoch()))
-
-    def __len__(self) -> int:
-        return self.size
-
-
-class TrainBatchSampler(BatchSampler):
-    """Training batches of ``(index, epoch)`` keys ("concat") or ``(index, epoch, cycle)`` keys ("round_robin",
-    ``cycle`` counting how often the corpus has been reshuffled this epoch), in the order of the module docstring.
-
-    ``groups`` lists each corpus's indices into the concatenated training set. ``sampler`` is an
-    :class:`EpochSampler` over all indices, or the ``DistributedSampler`` that Lightning injects under DDP; in
-    "round_robin" mode it only supplies rank, world size and epoch.
-    """
-
-    def __init__(
-        self,
-        sampler: Sampler[int],
-        batch_size: int,
-        drop_last: bool,
-        groups: Sequence[Sequence[int]],
-        mode: str = "concat",
-        seed: int = 0,
-    ):
-        super().__init__(sampler, batch_size, drop_last)
-        if mode not in MULTI_CORPUS_MODES:
-            raise ValueError(f"multi_corpus must be one of {MULTI_CORPUS_MODES}, got {mode!r}")
-        self.groups = [list(group) for group in groups]
-        self.mode = mode
-        self.seed = seed
-        if mode == "round_robin":
-            for number, size in enumerate(self._shard_sizes()):
-                if size == 0 or (drop_last and size < batch_size):
-                    raise ValueError(
-                        f"round-robin corpus #{number} has {size} training items per rank, "
-                        f"not enough for a batch of {batch_size}"
-                    )
-
-    # ---- distribution ---------------------------------------------------------------------------------------------
-    def _rank(self) -> tuple[int, int]:
-        if hasattr(self.sampler, "num_replicas") and hasattr(self.sampler, "rank"):
-            return int(self.sampler.rank), int(self.sampler.num_replicas)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank(), torch.distributed.get_world_size()
-        return 0, 1
-
-    def _epoch(self) -> int:
-        if isinstance(self.sampler, EpochSampler):
-            return self.sampler.next_epoch()
-        return int(getattr(self.sampler, "epoch", 0))
-
-    def _shard_sizes(self) -> list[int]:
-        _, replicas = self._rank()
-        return [math.ceil(len(group) / replicas) for group in self.groups]
-
-    def _batches_in(self, size: int) -> int:
-        return size // self.batch_size if self.drop_last else math.ceil(size / self.batch_size)
-
-    # ---- iteration -------------------------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[list[tuple[int, ...]]]:
-        epoch = self._epoch()
-        if self.mode == "concat":
-            order = self.sampler.permutation(epoch) if isinstance(self.sampler, EpochSampler) else list(self.sampler)
-            for batch in self._chunks(order):
-                yield [(index, epoch) for index in batch]
-            return
-        streams = [self._group_stream(g, epoch) for g in range(len(self.groups))]
-        for _ in range(self._rounds()):
-            for stream in streams:
-                cycle, batch = next(stream)
-                yield [(index, epoch, cycle) for index in batch]
-
-    def _chunks(self, order: Sequence[int]) -> Iterator[list[int]]:
-        for start in range(0, len(order), self.batch_size):
-            batch = list(order[start : start + self.batch_size])
-            if len(batch) == self.batch_size or not self.drop_last:
-                yield batch
-
-    def _group_stream(self, group: int, epoch: int) -> Iterator[tuple[int, list[int]]]:
-        """This rank's ``(cycle, batch)`` pairs of one corpus, cycling through fresh shuffles while asked for."""
-        rank, replicas = self._rank()
-        indices = np.asarray(self.groups[group])
-        cycle = 0
-        while True:
-            order = indices[np.random.default_rng((self.seed, epoch, group, cycle)).permutation(len(indices))]
-            padded = np.resize(order, math.ceil(len(order) / replicas) * replicas)  # wrap-around padding
-            for batch in self._chunks(padded[rank::replicas].tolist()):
-                yield cycle, batch
-            cycle += 1
-
-    def _rounds(self) -> int:
-        return max(self._batches_in(size) for size in self._shard_sizes())
-
-    def __len__(self) -> int:
-        if self.mode == "round_robin":
-            return self._rounds() * len(self.groups)
-        return self._batches_in(len(self.sampler))
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The data module.
+#: Every ``label_space`` a data module accepts: class spaces first, then numeric ones.
+ALL_LABEL_SPACES = (*label_maps.LABEL_SPACES, *targets.NUMERIC_SPACES)
+#: Range of the "av_values" targets (every placed value lies in it).
+AV_VALUES_RANGE = (-1.0, 1.0)
 
 
 class SERDataModule(L.LightningDataModule):
@@ -291,7 +59,8 @@ class SERDataModule(L.LightningDataModule):
             ``EMODB``, ``RAVDESS``, ... under ``$SERMODELS_DATA``. A key naming no corpus of ``corpora`` is an
             error (a misspelt name would otherwise be ignored silently).
         label_space: ``categories`` (each corpus's own classes), ``arousal``, ``valence`` or ``binary_valence``
-            (:mod:`sermodels.labels`, EmoNet Table 2).
+            (:mod:`sermodels.labels`, EmoNet Table 2); ``av_values``, ``dimensions`` or ``trace`` for numeric
+            targets (module docstring).
         split: protocol name for every corpus (``fixed``, ``loso``, ``cv6``, ``cv5``) or a dict corpus -> name
             (corpora it leaves out use ``fixed``; a key naming no corpus of ``corpora`` is an error).
         fold: fold index (0-based) for cross-validation protocols; ignored by corpora using ``fixed``.
@@ -303,13 +72,16 @@ class SERDataModule(L.LightningDataModule):
             process).
         strict: require complete built-in corpora (``False`` accepts a partial copy).
         drop_last: drop incomplete training batches.
+        frame_rate: frames per second of the ``trace`` targets (the frame-level head's rate); only for ``trace``.
     """
 
     def __init__(
         self,
         corpora: list[str],
         roots: dict[str, str] | list[str] | None = None,
-        label_space: Literal["categories", "arousal", "valence", "binary_valence"] = "categories",
+        label_space: Literal[
+            "categories", "arousal", "valence", "binary_valence", "av_values", "dimensions", "trace"
+        ] = "categories",
         split: str | dict[str, str] = "fixed",
         fold: int | None = None,
         batch_size: int = 32,
@@ -323,14 +95,19 @@ class SERDataModule(L.LightningDataModule):
         strict: bool = True,
         drop_last: bool = False,
         memory_cache_mb: float = DEFAULT_MEMORY_MB,
+        frame_rate: float | None = None,
     ):
         super().__init__()
         if isinstance(corpora, str):
             corpora = [corpora]
         if not corpora:
             raise ValueError("give at least one corpus")
-        if label_space not in label_maps.LABEL_SPACES:
-            raise ValueError(f"label_space must be one of {sorted(label_maps.LABEL_SPACES)}, got {label_space!r}")
+        if label_space not in ALL_LABEL_SPACES:
+            raise ValueError(f"label_space must be one of {list(ALL_LABEL_SPACES)}, got {label_space!r}")
+        if (label_space == "trace") != (frame_rate is not None) or (frame_rate is not None and frame_rate <= 0):
+            raise ValueError(f"frame_rate (positive) is needed by, and only by, label_space='trace'; got {frame_rate}")
+        if balance and label_space in ("dimensions", "trace"):
+            raise ValueError(f"balance cuts classes to the minority class; label_space={label_space!r} has none")
         if multi_corpus not in MULTI_CORPUS_MODES:
             raise ValueError(f"multi_corpus must be one of {MULTI_CORPUS_MODES}, got {multi_corpus!r}")
         if batch_size < 1:
@@ -355,7 +132,9 @@ class SERDataModule(L.LightningDataModule):
         self.seed = seed
         self.strict = strict
         self.drop_last = drop_last
+        self.frame_rate = frame_rate
         self.cache = AudioCache(sample_rate, cache_dir, memory_cache_mb)
+        self.target_names: list[str] | None = None  # dimension names of a numeric label space, set by setup()
         self.corpora: dict[str, Corpus] = {}
         self.partitions: dict[str, dict[str, list[Item]]] = {}
         self.datasets: dict[str, dict[str, WaveformDataset]] = {}
@@ -412,42 +191,72 @@ class SERDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        for domain, (entry, name) in enumerate(zip(self.corpus_entries, self.corpus_names)):
-            corpus = self._load(entry, name)
+        for entry, name in zip(self.corpus_entries, self.corpus_names):
+            self.corpora[name] = self._load(entry, name)
+        if self.numeric:
+            own = "trace_dimensions" if self.label_space == "trace" else "dimensions"
+            self.target_names = targets.numeric_names(
+                self.label_space, [(name, getattr(corpus, own)) for name, corpus in self.corpora.items()]
+            )
+        for domain, (name, corpus) in enumerate(self.corpora.items()):
             fold_protocol = corpus.split_names().get(self.splits[name], 0) > 0
             partitions = corpus.split(self.splits[name], self.fold if fold_protocol else None)
             self._check_labels(corpus)
             if self.balance:
                 partitions = {
-                    part: label_maps.balanced_subsample(items, self._mapper(), seed=self.seed)
+                    part: label_maps.balanced_subsample(items, self._balance_key(), seed=self.seed)
                     for part, items in partitions.items()
                 }
-            self.corpora[name] = corpus
             self.partitions[name] = partitions
-            names = self._names_for(name)
-            self.datasets[name] = {
-                part: WaveformDataset(
-                    items,
-                    [names.index(self._mapper()(item)) for item in items],
-                    domain,
-                    self.cache,
-                    max_duration=self.max_duration if part == "train" else None,
-                    seed=self.seed,
-                )
-                for part, items in partitions.items()
-            }
+            self.datasets[name] = {part: self._dataset(name, items, domain, part) for part, items in partitions.items()}
+
+    def _dataset(self, corpus: str, items: list[Item], domain: int, part: str) -> WaveformDataset:
+        values = None
+        if self.numeric:
+            classes = self.corpora[corpus].classes
+            indices = [classes.index(item.label) if item.label in classes else -1 for item in items]
+            if self.label_space != "trace":
+                values = [targets.item_values(item, self.label_space, self.target_names) for item in items]
+        else:
+            names = self._names_for(corpus)
+            indices = [names.index(self._mapper()(item)) for item in items]
+        return WaveformDataset(
+            items,
+            indices,
+            domain,
+            self.cache,
+            max_duration=self.max_duration if part == "train" else None,
+            seed=self.seed,
+            values=values,
+            trace_rate=self.frame_rate,
+        )
 
     def _load(self, entry: str, name: str) -> Corpus:
         if entry.startswith(GENERIC_PREFIX):
             return load_corpus("folder", self.roots[name], name=name, strict=self.strict)
         return load_corpus(name, self.roots[name], strict=self.strict)
 
+    @property
+    def numeric(self) -> bool:
+        """Whether the label space's targets are numbers (``batch["targets"]`` or ``batch["traces"]``)."""
+        return self.label_space in targets.NUMERIC_SPACES
+
     def _mapper(self):
         space = self.label_space
         return lambda item: label_maps.map_label(item.label, space)
 
+    def _balance_key(self):
+        if self.label_space in label_maps.VALUE_SPACES:
+            return lambda item: label_maps.placement(item.label)  # the (arousal, valence) cell: 6 classes
+        return self._mapper()
+
     def _check_labels(self, corpus: Corpus) -> None:
         if self.label_space == "categories":
+            return
+        if self.numeric:
+            problems = targets.item_problems(corpus.items, self.label_space, self.target_names, self.frame_rate)
+            if problems:
+                raise CorpusError(f"{corpus.name}: items without a {self.label_space} target", problems)
             return
         unknown = Counter()
         for item in corpus.items:
@@ -464,6 +273,8 @@ class SERDataModule(L.LightningDataModule):
     def _names_for(self, corpus: str) -> list[str]:
         if self.label_space == "categories":
             return list(self.corpora[corpus].classes)
+        if self.numeric:
+            return list(self.target_names)
         return label_maps.label_names(self.label_space)
 
     def _require_setup(self) -> None:
@@ -473,11 +284,28 @@ class SERDataModule(L.LightningDataModule):
     # ---- what a task needs to know ---------------------------------------------------------------------------------
     @property
     def label_names(self) -> dict[str, list[str]] | list[str]:
-        """Per corpus (dict) for "categories"; one shared list for the arousal/valence spaces."""
+        """Per corpus (dict) for "categories"; one shared list for the arousal/valence spaces and for the dimension
+        names of a numeric space."""
         self._require_setup()
         if self.label_space == "categories":
             return {name: self._names_for(name) for name in self.corpus_names}
-        return label_maps.label_names(self.label_space)
+        return self._names_for(self.corpus_names[0])
+
+    def target_spec(self, corpus: str | None = None) -> outputs.OutputSpec:
+        """The output spec a head needs to learn these targets (``corpus``: whose classes, for "categories").
+
+        Class spaces give a categories spec; ``av_values`` utterance-level dimensions in [-1, 1]; ``dimensions``
+        unbounded utterance-level dimensions; ``trace`` unbounded frame-level dimensions at ``frame_rate``.
+        """
+        self._require_setup()
+        if self.label_space == "categories" and corpus is None and len(self.corpus_names) > 1:
+            raise ValueError(f"categories are per corpus: name one of {self.corpus_names}")
+        names = self._names_for(corpus or self.corpus_names[0])
+        if not self.numeric:
+            return outputs.categories(names)
+        if self.label_space == "trace":
+            return outputs.dimensions(names, range=None, level="frame", frame_rate=self.frame_rate)
+        return outputs.dimensions(names, range=AV_VALUES_RANGE if self.label_space == "av_values" else None)
 
     @property
     def num_classes(self) -> dict[str, int] | int:
@@ -493,6 +321,8 @@ class SERDataModule(L.LightningDataModule):
         arousal/valence spaces.
         """
         self._require_setup()
+        if self.numeric:
+            raise ValueError(f"class weights are for class label spaces, not {self.label_space!r}")
         if corpus is None:
             if self.label_space == "categories" and len(self.corpus_names) > 1:
                 raise ValueError(f"categories are per corpus: name one of {self.corpus_names}")
@@ -536,13 +366,14 @@ class SERDataModule(L.LightningDataModule):
             "multi_corpus": self.multi_corpus,
             "sample_rate": self.sample_rate,
             "max_duration": self.max_duration,
+            **({"frame_rate": self.frame_rate} if self.frame_rate is not None else {}),
         }
 
     # ---- loaders ---------------------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         self._require_setup()
         parts = [self.datasets[name]["train"] for name in self.corpus_names]
-        dataset = _TrainingConcat(parts)
+        dataset = TrainingConcat(parts)
         groups, start = [], 0
         for part in parts:
             groups.append(list(range(start, start + len(part))))
@@ -590,6 +421,8 @@ class SERDataModule(L.LightningDataModule):
 
 
 __all__ = [
+    "ALL_LABEL_SPACES",
+    "DATA_ENV",
     "EpochSampler",
     "PARTITIONS",
     "SERDataModule",

@@ -73,6 +73,7 @@ class SpacesDataModule(L.LightningDataModule):
         first = self.parts[spaces[0]]
         self.corpus_names = list(first.corpus_names)
         self.batch_size = first.batch_size
+        self.sample_rate = first.sample_rate
         self.multi_corpus = "spaces"
         self.label_space = "+".join(spaces)
         self.streams = [(space, corpus) for space in spaces for corpus in self.corpus_names]

@@ -17,8 +17,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 import sermodels.audio
-from sermodels.data import AudioCache, SERDataModule
-from sermodels.data.datamodule import TrainBatchSampler
+from sermodels.data import AudioCache, SERDataModule, TrainBatchSampler
 
 RATE = 16_000
 

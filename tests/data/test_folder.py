@@ -182,3 +182,85 @@ def test_protocol_is_computed_once_per_corpus(tmp_path, monkeypatch):
     corpus = load_corpus("folder", tmp_path)
     corpus.split("fixed"), corpus.split("cv5", 1), corpus.folds("cv5"), corpus.info(), corpus.split_names()
     assert len(calls) == 1 and corpus.protocol is corpus.protocol
+
+
+# ---------------------------------------------------------------------------------------------- numeric targets
+
+
+def _trace(path: Path, rows: list[tuple[float, ...]], header: str = "time,arousal,valence") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + "\n" + "".join(",".join(map(str, row)) + "\n" for row in rows))
+    return path
+
+
+def test_csv_dimensions_and_traces_without_labels(tmp_path):
+    for name in ("a", "b", "c"):
+        _audio(tmp_path / f"{name}.wav", seconds=0.1)
+        _trace(tmp_path / "traces" / f"{name}.csv", [(0.0, 0.1, -0.2), (0.05, 0.3, -0.4)])
+    (tmp_path / "av.csv").write_text(
+        "path,arousal,valence,trace,speaker,note\n"
+        "a.wav,0.5,-0.25,traces/a.csv,s1,x\nb.wav,-1,1e-1,traces/b.csv,s2,y\nc.wav,0,0,traces/c.csv,s3,z\n"
+    )
+    corpus = load_corpus("folder", tmp_path / "av.csv")
+    assert [item.values for item in corpus.items] == [
+        {"arousal": 0.5, "valence": -0.25},
+        {"arousal": -1.0, "valence": 0.1},
+        {"arousal": 0.0, "valence": 0.0},
+    ]
+    assert all(item.label is None for item in corpus.items) and corpus.classes == []
+    assert corpus.dimensions == ["arousal", "valence"] and corpus.trace_dimensions == ["arousal", "valence"]
+    trace = corpus.items[0].trace
+    assert trace.path == str(tmp_path / "traces" / "a.csv")
+    assert np.allclose(trace.frames(20.0), [[0.1, -0.2], [0.3, -0.4]])
+    info = corpus.info()
+    assert info["dimensions"] == ["arousal", "valence"] and info["trace_dimensions"] == ["arousal", "valence"]
+    assert "dimensions" not in load_corpus("folder", _labelled_table(tmp_path)).info()
+    # Explicit dimension columns: any numeric column, and every named one must be present.
+    (tmp_path / "dom.csv").write_text("path,label,dominance_rating\na.wav,x,2.5\nb.wav,y,-1\n")
+    custom = load_corpus("folder", tmp_path / "dom.csv", dimensions=["dominance_rating"])
+    assert [item.values for item in custom.items] == [{"dominance_rating": 2.5}, {"dominance_rating": -1.0}]
+    assert all(item.values is None for item in load_corpus("folder", tmp_path / "dom.csv").items)
+    with pytest.raises(CorpusError, match=r"dimensions \['arousal'\] must be distinct numeric columns"):
+        load_corpus("folder", tmp_path / "dom.csv", dimensions=["arousal"])
+
+
+def _labelled_table(tmp_path: Path) -> Path:
+    _audio(tmp_path / "plain.wav")
+    (tmp_path / "plain.csv").write_text("path,label\nplain.wav,joy\n")
+    return tmp_path / "plain.csv"
+
+
+def test_numeric_target_errors_name_row_and_problem(tmp_path):
+    for name in ("a", "b"):
+        _audio(tmp_path / f"{name}.wav")
+    _trace(tmp_path / "good.csv", [(0.0, 0.1, 0.2), (0.04, 0.1, 0.2)])
+    _trace(tmp_path / "unsorted.csv", [(0.0, 0.1, 0.2), (0.08, 0.1, 0.2), (0.04, 0.1, 0.2)])
+    _trace(tmp_path / "words.csv", [(0.0, "calm", 0.2), (0.04, 0.1, 0.2)])
+    _trace(tmp_path / "other.csv", [(0.0, 0.1), (0.04, 0.1)], header="time,dominance")
+    (tmp_path / "bad.csv").write_text(
+        "path,arousal,valence,trace\n"
+        "a.wav,high,0.1,good.csv\n"
+        "a.wav,nan,0.1,good.csv\n"
+        "b.wav,0.2,inf,good.csv\n"
+        "b.wav,0.2,0.1,absent.csv\n"
+        "b.wav,0.2,0.1,unsorted.csv\n"
+        "b.wav,0.2,0.1,words.csv\n"
+        "b.wav,0.2,0.1,other.csv\n"
+        "b.wav,,0.1,good.csv\n"
+    )
+    with pytest.raises(CorpusError) as err:
+        load_corpus("folder", tmp_path / "bad.csv")
+    assert err.value.offenders == [
+        "bad.csv line 2: arousal 'high' is not a number",
+        "bad.csv line 3: arousal is nan (dimension values must be finite numbers)",
+        "bad.csv line 4: valence is inf (dimension values must be finite numbers)",
+        "bad.csv line 5: missing trace file absent.csv",
+        "bad.csv line 6: trace unsorted.csv line 4: time 0.04 does not come after 0.08 (times must increase)",
+        "bad.csv line 7: trace words.csv line 2: arousal 'calm' is not a number",
+        "bad.csv line 8: trace other.csv has the columns ['dominance'], the first trace (good.csv) "
+        "['arousal', 'valence']",
+        "bad.csv line 9: empty arousal",
+    ]
+    (tmp_path / "none.csv").write_text("path,speaker\na.wav,s1\n")
+    with pytest.raises(CorpusError, match=r"lacks the column\(s\) \['label'\].*numeric dimension columns"):
+        load_corpus("folder", tmp_path / "none.csv")

@@ -124,3 +124,27 @@ def test_balanced_subsample_on_emodb_arousal_and_valence(emodb_root):
     by_valence = labels.balanced_subsample(items, key=lambda it: labels.valence(it.label), seed=0)
     # positive = happiness 71 is the minority
     assert Counter(labels.valence(it.label) for it in by_valence) == {"negative": 71, "neutral": 71, "positive": 71}
+
+
+@pytest.mark.parametrize("corpus", sorted(labels.CORPUS_LABELS))
+def test_av_values_place_every_corpus_label_on_the_levels(corpus):
+    for label in labels.CORPUS_LABELS[corpus]:
+        values = labels.av_values(label)
+        assert list(values) == labels.value_names("av_values") == ["arousal", "valence"]
+        level_arousal, level_valence = labels.placement(label)
+        assert values["arousal"] == {"low": -1.0, "high": 1.0}[level_arousal]
+        assert values["valence"] == {"negative": -1.0, "neutral": 0.0, "positive": 1.0}[level_valence]
+        assert labels.map_values(label, "av_values") == values
+
+
+def test_av_values_examples_and_errors():
+    assert labels.av_values("anger") == {"arousal": 1.0, "valence": -1.0}
+    assert labels.av_values("Boredom") == {"arousal": -1.0, "valence": 0.0}
+    assert labels.av_values("happy") == {"arousal": 1.0, "valence": 1.0}
+    assert labels.av_values("calm") == {"arousal": -1.0, "valence": 1.0}  # our placement, not Table 2's
+    assert labels.value_mapper("av_values") is labels.av_values
+    with pytest.raises(labels.UnknownLabelError, match="'contentment'"):
+        labels.av_values("contentment")
+    with pytest.raises(ValueError, match="unknown numeric label space 'arousal'"):
+        labels.map_values("anger", "arousal")
+    assert "av_values" not in labels.LABEL_SPACES  # class spaces and numeric spaces stay apart
