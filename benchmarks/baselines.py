@@ -22,8 +22,8 @@ import sklearn
 import torch
 
 import sermodels
+from sermodels.classical.svm import extract_features, run_fixed, run_loso
 from sermodels.data import load_corpus
-from sermodels.tasks.svm import extract_features, run_fixed, run_loso
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = {"emodb": "EMODB", "ravdess": "RAVDESS", "emovo": "EMOVO", "urdu": "URDU"}

@@ -15,13 +15,13 @@ Measured in one run, every number written to ``benchmarks/results/deep_spectrum.
 
    Each corpus is extracted once per extractor (bf16 autocast, cached in ``runs/cache/deep_spectrum``) and used for
    the fixed split (linear SVM, C on dev from 1 down to 1e-9, refit on train + dev: §4.1,
-   :func:`sermodels.tasks.svm.run_fixed`) and, for EMO-DB, leave-one-speaker-out
-   (:func:`sermodels.tasks.svm.run_loso`). Test predictions are kept, so McNemar's test compares every extractor with
-   the ImageNet one on the same test files. The paper's EMO-DB number (Table 3) is quoted as an anchor.
+   :func:`sermodels.classical.svm.run_fixed`) and, for EMO-DB, leave-one-speaker-out
+   (:func:`sermodels.classical.svm.run_loso`). Test predictions are kept, so McNemar's test compares every extractor
+   with the ImageNet one on the same test files. The paper's EMO-DB number (Table 3) is quoted as an anchor.
 2. **Speed** on the same EMO-DB files, after a warm-up, best (and median) of the repeats, ``--threads`` torch
    threads: the image path (decoded waveforms -> normalised backbone input) as the torch renderer
-   (:class:`~sermodels.features.deepspectrum.SpectrogramImage`, batched) against the plotting round trip
-   (:func:`~sermodels.features.deepspectrum.matplotlib_image` per file on the same dB spectrogram, PNG decoded back
+   (:class:`~sermodels.features.spectrogram_image.SpectrogramImage`, batched) against the plotting round trip
+   (:func:`~sermodels.features.spectrogram_image.matplotlib_image` per file on the same dB spectrogram, PNG decoded back
    to a float tensor), in images/s and × real time; and end-to-end extraction (decode + render + backbone) for both
    backbones in fp32 and bf16. With CUDA, the same on the GPU; without it ``"gpu": null`` and the reason.
 
@@ -145,7 +145,7 @@ def imagenet_weights(path: Path) -> dict[str, Any]:
     provenance: sha256 and the converter's safetensors metadata."""
     from safetensors import safe_open
 
-    from sermodels.hub import sha256_of
+    from sermodels._io import sha256_of
 
     if not path.is_file():
         if not INT8_SOURCE.is_file():
@@ -220,7 +220,7 @@ def corpus_facts(corpus, split: dict[str, list]) -> dict[str, Any]:
 def test_predictions(features: np.ndarray, items: list, split: dict[str, list], params: dict) -> dict[str, Any]:
     """The test predictions of :func:`run_fixed`'s final model: the same pipeline (z-score + LinearSVC with a fixed
     random_state) refit on train + dev with the chosen C, so the same predictions, as class indices."""
-    from sermodels.tasks.svm import make_svm
+    from sermodels.classical.svm import make_svm
 
     row = {id(it): i for i, it in enumerate(items)}
     fit_rows = [row[id(it)] for part in ("train", "dev") for it in split[part]]
@@ -239,7 +239,7 @@ def test_predictions(features: np.ndarray, items: list, split: dict[str, list], 
 
 def extract(extractor, items: list, settings: dict, cache: Path | None) -> tuple[np.ndarray, dict[str, Any]]:
     """Features of ``items`` (one row each) and how they were obtained (seconds; from the cache or computed)."""
-    from sermodels.tasks.deep_spectrum import extract_features
+    from sermodels.classical.deep_spectrum import extract_features
 
     before = set(cache.glob("*.npy")) if cache is not None and cache.is_dir() else set()
     start = time.perf_counter()
@@ -259,7 +259,7 @@ def extract(extractor, items: list, settings: dict, cache: Path | None) -> tuple
 
 def accuracy(result: dict, corpora: dict, settings: dict, names: list[str], cache: Path | None, save) -> None:
     """Fixed split (every corpus) and EMO-DB LOSO for every extractor; each finished step is saved at once."""
-    from sermodels.tasks.svm import run_fixed, run_loso
+    from sermodels.classical.svm import run_fixed, run_loso
 
     weights = imagenet_weights(IMAGENET_WEIGHTS) if IMAGENET in names else None
     section = result.setdefault("extractors", {})
@@ -366,7 +366,7 @@ def torch_images(extractor, waves: list[torch.Tensor], batch: int, device: torch
 def matplotlib_images(extractor, waves: list[torch.Tensor]) -> torch.Tensor:
     """The plotting round trip per file: the same dB spectrogram drawn by matplotlib, saved as PNG, decoded, made a
     float tensor in [0, 1] and normalised for the backbone."""
-    from sermodels.features.deepspectrum import matplotlib_image
+    from sermodels.features.spectrogram_image import matplotlib_image
 
     images = extractor.images
     out = []
@@ -400,7 +400,7 @@ def end_to_end(
     extractors: dict, paths: list[str], audio_seconds: float, settings: dict, device: torch.device, precisions: tuple
 ) -> list[dict[str, Any]]:
     """Decode + render + backbone (``extract_features``, no cache) per backbone and precision."""
-    from sermodels.tasks.deep_spectrum import extract_features
+    from sermodels.classical.deep_spectrum import extract_features
 
     entries = []
     for name, extractor in extractors.items():
@@ -515,9 +515,9 @@ def main(argv: list[str] | None = None) -> None:
         if not (data / FOLDERS[name]).is_dir():
             raise SystemExit(f"corpus folder {data / FOLDERS[name]} not found: pass --data (the shared data folder)")
 
-    from sermodels._registry import read_json_object
+    from sermodels._io import atomic_write_text
+    from sermodels.checkpoint import read_json_object
     from sermodels.data import load_corpus
-    from sermodels.inference import atomic_write_text
 
     result = read_json_object(out) if out.is_file() else {}
     if result.get("quick", args.quick) != args.quick:
@@ -534,7 +534,7 @@ def main(argv: list[str] | None = None) -> None:
                 "precision": PRECISION,
                 "precision_note": "torch.autocast(bfloat16) around the backbone on CPU; images rendered in float32",
                 "svm": "z-score + class-balanced LinearSVC; fixed: C on dev from 1 to 1e-9, refit on train + dev; "
-                "LOSO: C by speaker-grouped inner CV on the training speakers (sermodels.tasks.svm)",
+                "LOSO: C by speaker-grouped inner CV on the training speakers (sermodels.classical.svm)",
                 "seed": SEED,
                 "cache": str(cache) if cache else None,
             },

@@ -34,13 +34,14 @@ import lightning as L
 import torch
 
 import sermodels
-from sermodels._registry import read_json_object
+from sermodels._io import atomic_write_text
+from sermodels.checkpoint import read_json_object
 from sermodels.data import SERDataModule, load_corpus
 from sermodels.evaluation import evaluate_items
 from sermodels.hub import read_config, resolve
-from sermodels.inference import atomic_write_text
 from sermodels.metrics import mcnemar
-from sermodels.tasks.emonet import EmoNetTask, quiet_trainer
+from sermodels.tasks import ClassificationTask, TransferTask
+from sermodels.training.train import quiet_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = {"emodb": "EMODB", "ravdess": "RAVDESS", "emovo": "EMOVO", "urdu": "URDU"}
@@ -107,16 +108,13 @@ def fit(
     like = None
     if transfer != "none" and corpus in read_config(base)["heads"]:
         like = corpus
-    task = EmoNetTask(
+    schedule = {"name": "plateau", "patience": patience}
+    if transfer == "none":
         # The paper's from-scratch baseline is the plain ResNet (no adapters: a parallel 1x1 adapter would only
         # re-parameterise the centre tap of each 3x3 kernel and double its effective learning rate).
-        model={"adapters": False} if transfer == "none" else None,
-        transfer=transfer,
-        init_from=None if transfer == "none" else base,
-        like=like,
-        schedule="plateau",
-        patience=patience,
-    )
+        task = ClassificationTask({"arch": "emonet_wrn", "adapters": False}, schedule=schedule)
+    else:
+        task = TransferTask(base, mode=transfer, like=like, schedule=schedule)
     trainer = quiet_trainer(
         accelerator="cpu",
         devices=1,
@@ -134,7 +132,7 @@ def fit(
         "epochs_run": trainer.current_epoch,
         "patience": patience,
         "lr": task.lr,
-        "best_dev_uar": summary["best_val_uar"],
+        "best_dev_uar": summary["best_val_score"],
         "trainable_parameters": summary["parameters"]["trainable"],
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -11,7 +11,7 @@ Measured side by side in one run, so that every number shares the machine's stat
    figure of the same device and dtype. The same code runs on CUDA when it is available.
 3. **Memory of ``predict`` on a long recording**: a 16 kHz FLAC of real speech (EMO-DB, URDU, RAVDESS, EMOVO files
    concatenated until the length is reached) through the engine behind ``sermodels predict``
-   (:func:`sermodels.inference.predict_files`) in a fresh subprocess per run, as users run it: no
+   (:func:`sermodels.pipelines.predict.predict_files`) in a fresh subprocess per run, as users run it: no
    ``--chunk-seconds``, so the model's own window (``model.default_chunk_seconds``, 30 s for EmoNet), and the
    CLI's batch size of 8 windows, for ten minutes and for one hour. Peak RSS is
    ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` read by a small launcher process whose only child is the predict run
@@ -165,9 +165,10 @@ def build_model(workdir: Path) -> tuple[torch.nn.Module, str, str]:
     ``workdir`` so that the predict subprocesses load the very same model. Returns the model, what the subprocesses
     load, and a description."""
     import sermodels
-    from sermodels._registry import checkpoints_dir, save_pretrained
+    from sermodels.checkpoint import save_pretrained
     from sermodels.labels import label_names
     from sermodels.models.emonet import EmoNet
+    from sermodels.pretrained import checkpoints_dir
 
     if (checkpoints_dir() / MODEL_ID).is_dir():
         return sermodels.load(MODEL_ID), MODEL_ID, f"checkpoints/{MODEL_ID}"
@@ -322,7 +323,7 @@ def child_predict(args) -> None:
     """Inside the subprocess: load the model, run the predict engine on one recording, print one JSON line."""
     import sermodels
     from sermodels.audio import audio_info
-    from sermodels.inference import predict_files
+    from sermodels.pipelines.predict import predict_files
 
     model = sermodels.load(args.model)
     rss_loaded = current_rss_bytes()
@@ -376,7 +377,7 @@ def predict_memory(data: Path, model, model_source: str, settings: dict, threads
         "whole_file_over_windowed_peak_rss_short": whole["peak_rss_bytes"] / short["peak_rss_bytes"],
     }
     return {
-        "engine": "sermodels.inference.predict_files (the engine of `sermodels predict`), one subprocess per run",
+        "engine": "sermodels.pipelines.predict.predict_files (behind `sermodels predict`), one subprocess per run",
         # The parser's default is None ("the model's own window"); this is the window it resolves to.
         "cli_chunk_seconds_flag_default": cli_chunk_flag_default(),
         "cli_predict_default_chunk_seconds": effective_chunk_seconds(model, cli_chunk_flag_default()),
@@ -480,7 +481,7 @@ def main(argv: list[str] | None = None) -> None:
         result["machine"]["load_average_at_end"] = list(os.getloadavg())
     result["total_seconds"] = time.perf_counter() - started
     out.parent.mkdir(parents=True, exist_ok=True)
-    from sermodels.inference import atomic_write_text
+    from sermodels._io import atomic_write_text
 
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     print(summary(result))

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sermodels._registry import read_json_object
+from sermodels.checkpoint import read_json_object
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"

@@ -1,7 +1,7 @@
 """Model cards: ``README.md`` of a checkpoint folder, generated from its ``config.json`` and ``metrics.json``.
 
 Nothing in a card is typed by hand: labels, training corpora with their licences, split, recipe and schedule come
-from config.json (written by :func:`sermodels._registry.save_pretrained`, ``extra["training"]``), results from
+from config.json (written by :func:`sermodels.checkpoint.save_pretrained`, ``extra["training"]``), results from
 metrics.json. The output depends only on those two files, so regenerating a card reproduces it byte for byte and a
 test can check that a released card is current.
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from sermodels._registry import CARD_NAME, METRICS_NAME, read_config, read_json_object
+from sermodels.checkpoint import CARD_NAME, METRICS_NAME, read_config, read_json_object
 
 # Licence texts -> Hugging Face Hub licence ids, after lower-casing and turning spaces/underscores into '-'.
 HUB_LICENCES = {
@@ -165,7 +165,7 @@ def _description(config: dict[str, Any]) -> str:
     lines += [
         f"Architecture `{config['architecture']}` (sermodels), trained for speech emotion recognition. Input: a mono "
         f"waveform at {config.get('sample_rate', 'the configured')} Hz; the front-end is part of the model. Output: "
-        "one score per emotion class of the chosen head.",
+        f"{_output_summary(config)}",
         "",
         "Constructor arguments (`model_args` in config.json):",
         "",
@@ -174,12 +174,39 @@ def _description(config: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _output_summary(config: dict[str, Any]) -> str:
+    kinds = {spec.kind for spec in _specs(config).values()}
+    if kinds <= {"categories"}:
+        return "one score per emotion class of the chosen head."
+    return "per head, as listed under Labels and outputs (class scores, dimension values or an embedding)."
+
+
+def _specs(config: dict[str, Any]) -> dict[str, Any]:
+    """Output specs of config.json (none in a checkpoint saved before specs existed: categories heads only)."""
+    from sermodels.outputs import specs_from_json
+
+    return specs_from_json(config["outputs"]) if "outputs" in config else {}
+
+
+def _describe_spec(spec) -> str:
+    level = "per utterance" if spec.level == "utterance" else f"per frame, {spec.frame_rate:g} frames/s"
+    if spec.kind == "categories":
+        scores = "probabilities" if spec.score == "probability" else "SVM decision values"
+        return f"{spec.dim} classes ({scores}, {level}): {', '.join(spec.names)}"
+    if spec.kind == "dimensions":
+        bounds = "" if spec.range is None else f" in [{spec.range[0]:g}, {spec.range[1]:g}]"
+        return f"{spec.dim} dimensions{bounds} ({level}): {', '.join(spec.names)}"
+    return f"an embedding of {spec.dim} numbers ({level})"
+
+
 def _labels(config: dict[str, Any]) -> str:
     heads = config.get("heads") or {}
-    lines = ["## Labels", ""]
+    specs = _specs(config)
+    lines = ["## Labels and outputs", ""]
     for head, labels in heads.items():
         default = " (default head)" if head == config.get("default_head") else ""
-        lines.append(f"- `{head}`{default}, {len(labels)} classes: {', '.join(str(x) for x in labels)}")
+        text = _describe_spec(specs[head]) if head in specs else f"{len(labels)} classes: {', '.join(map(str, labels))}"
+        lines.append(f"- `{head}`{default}, {text}")
     if not heads:
         lines.append("config.json lists no heads.")
     return "\n".join(lines) + "\n"

@@ -2,7 +2,8 @@
 
 sermodels corpora                                   supported corpora
 sermodels models                                    architectures and pretrained ids
-sermodels predict --model ID PATH... [--out F]      emotions of files or folders
+sermodels predict --model ID PATH... [--out F]      emotions of files or folders (F: .csv, .json, .parquet)
+                  [--timeline-seconds S]            frame-level heads: a timeline row per S seconds, not per frame
                   [--attention OUT.png|DIR]         + EmoNet attention maps (sermodels/plots.py)
 sermodels evaluate --model ID --corpus NAME --root DIR [--split test|dev|loso|cv6|cv5]
 sermodels fit-svm --config RECIPE.yaml [key=value ...]
@@ -28,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:
         # LightningCLI parses the recipe and its overrides itself (``sermodels train --help`` lists them all).
-        from sermodels.tasks.emonet_train import train
+        from sermodels.training.train import train
 
         folder = train(argv[1:])
         if folder is not None:
@@ -51,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sermodels", description="Speech emotion recognition model zoo")
     sub = parser.add_subparsers(dest="command")
 
-    sub.add_parser("train", help="train an EmoNet recipe: sermodels train --config recipes/emonet/<recipe>.yaml")
+    sub.add_parser("train", help="train any Lightning recipe: sermodels train --config recipes/<family>/<setting>.yaml")
     p = sub.add_parser("corpora", help="list the supported corpora")
     p.set_defaults(run=_corpora)
 
@@ -61,13 +62,24 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict the emotion of audio files or folders")
     p.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
     _model_args(p)
-    p.add_argument("--out", help="write rows to FILE.csv or FILE.json (default: CSV on stdout)")
+    p.add_argument(
+        "--out",
+        help="write rows to FILE.csv, FILE.json or FILE.parquet (needs pyarrow) and a per-file summary to the "
+        "terminal (default: CSV on stdout)",
+    )
     p.add_argument(
         "--chunk-seconds",
         type=float,
         default=None,
-        help="classify longer files in windows of this size (default: the model's default_chunk_seconds, 30 s for "
+        help="run longer files in windows of this size (default: the model's default_chunk_seconds, 30 s for "
         "EmoNet, whole files for the SVMs; 0: whole files)",
+    )
+    p.add_argument(
+        "--timeline-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="frame-level heads: one timeline row per S seconds (frames averaged) instead of one per frame",
     )
     p.add_argument(
         "--attention",
@@ -92,10 +104,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="also merge the headline metrics into this metrics.json")
     p.add_argument(
         "--label-space",
-        choices=("categories", "arousal", "valence", "binary_valence"),
+        choices=("categories", "arousal", "valence", "binary_valence", "av_values"),
         default=None,
-        help="map the corpus's categories into this space (EmoNet Table 2); default: the head's own space when the "
-        "head is named arousal/valence/binary_valence, else categories",
+        help="map the corpus's categories into this space (EmoNet Table 2; av_values: arousal/valence numbers in "
+        "[-1, 1] for a dimensions head, a coarse placement of the categories); default: the head's own space when "
+        "the head is named arousal/valence/binary_valence, else categories; a dimensions head: the items' own "
+        "values or traces",
     )
     p.set_defaults(run=_evaluate)
 
@@ -105,18 +119,20 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_fit_svm)
 
     p = sub.add_parser(
-        "fit-deep-spectrum", help="fit a Deep Spectrum recipe (recipes/deep_spectrum/*.yaml) and write its folder"
+        "fit-deep-spectrum",
+        help="fit a Deep Spectrum recipe (recipes/deep_spectrum/*.yaml): the SVM head of a flat recipe, or the "
+        "linear head of a LightningCLI one through `sermodels train`",
     )
     p.add_argument("--config", required=True, help="recipe YAML (recipes/deep_spectrum/*.yaml)")
-    p.add_argument("overrides", nargs="*", help="key=value overrides of the recipe")
+    p.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys in a LightningCLI recipe)")
     p.set_defaults(run=_fit_deep_spectrum)
 
     _finetune_parser(sub)
 
-    from sermodels.features import extract
+    from sermodels.pipelines import features_cli
 
     p = sub.add_parser("features", help="extract features of audio files to CSV/NPY/Parquet")
-    extract.add_parser(p.add_subparsers(dest="features_command", required=True))
+    features_cli.add_parser(p.add_subparsers(dest="features_command", required=True))
 
     p = sub.add_parser("card", help="generate README.md of a checkpoint folder from config.json and metrics.json")
     p.add_argument("model")
@@ -186,10 +202,10 @@ def _models(args) -> int:
 
 def _predict(args) -> int:
     import sermodels
-    from sermodels.inference import predict_files, write_predictions
+    from sermodels.pipelines.predict import check_output_path, predict_files, summary_lines, write_predictions
 
-    if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
-        raise ValueError(f"{args.out}: unsupported output format; use a .csv or .json file")
+    if args.out:
+        check_output_path(args.out)
     maps = None
     if args.attention:
         from sermodels import plots
@@ -208,9 +224,12 @@ def _predict(args) -> int:
         progress=not args.no_progress,
         max_chunk_seconds=args.chunk_seconds,
         out=args.out,
+        timeline_seconds=args.timeline_seconds,
     )
     if args.out:
-        print(f"wrote {len(result.rows)} predictions to {args.out}", file=sys.stderr)
+        print("\n".join(summary_lines(result)))
+        rows = f" ({len(result.timeline)} timeline rows)" if result.spec.level == "frame" else ""
+        print(f"wrote {len(result.rows)} predictions{rows} to {args.out}", file=sys.stderr)
     else:
         write_predictions(result, sys.stdout)
     not_drawn = [] if maps is None else plots.write_attention_maps(model, maps, result.paths, head=args.head)
@@ -229,7 +248,7 @@ def _predict(args) -> int:
 def _evaluate(args) -> int:
     import sermodels
     from sermodels.data import load_corpus
-    from sermodels.evaluation import evaluate_items, loso_report, save_report
+    from sermodels.evaluation import evaluate_items, headline, loso_report, save_report
 
     corpus = load_corpus(args.corpus, args.root)
     model_name = Path(args.model).name if Path(args.model).is_dir() else args.model
@@ -259,7 +278,7 @@ def _evaluate(args) -> int:
     out = Path(args.out or f"reports/{model_name}-{args.corpus}-{args.split}.json")
     png = args.png or str(out.with_suffix(".png"))
     save_report(report, out, png)
-    print(f"{model_name} on {args.corpus}/{args.split}: UAR {report['uar']:.4f}, WAR {report['war']:.4f} -> {out}")
+    print(f"{model_name} on {args.corpus}/{args.split}: {headline(report)} -> {out}")
     if args.metrics:
         _merge_metrics(Path(args.metrics), f"{args.corpus}/{args.split}", report)
     return 0
@@ -268,11 +287,18 @@ def _evaluate(args) -> int:
 def _evaluation_head(model, args):
     """The head to score (``--head``; else the head named after the corpus, as multi-corpus models have one per
     corpus; else the default) and the label map into its space (``--label-space``, else the head's name when it
-    names an arousal/valence space)."""
+    names an arousal/valence space). A dimensions head takes the items' own values or traces, or ``av_values``."""
     from sermodels import labels as label_maps
 
     head = args.head or (args.corpus if args.corpus in model.heads else model.default_head)
     head = model.resolve_head(head)
+    if model.output_spec(head).kind == "dimensions":
+        if args.label_space in (None, *label_maps.VALUE_SPACES):
+            return head, None if args.label_space is None else label_maps.value_mapper(args.label_space)
+        spaces = list(label_maps.VALUE_SPACES)
+        raise ValueError(f"head {head!r} outputs dimensions: --label-space must be one of {spaces} or left out")
+    if args.label_space in label_maps.VALUE_SPACES:
+        raise ValueError(f"--label-space {args.label_space} places categories on numbers, for a dimensions head")
     space = args.label_space or (head if head in label_maps.LABEL_SPACES and head != "categories" else "categories")
     if space == "categories":
         return head, None
@@ -287,8 +313,8 @@ def _fold_refitter(args, corpus):
     """Fold schemes refit the model's architecture on each fold's training speakers. The utterance features of the
     whole corpus are computed once, with the checkpoint's own front-end, and each fold takes its rows."""
     import sermodels
-    from sermodels.tasks.svm import extract_features
-    from sermodels.tasks.svm_release import fit_on_items
+    from sermodels.classical.release import fit_on_items
+    from sermodels.classical.svm import extract_features
 
     config = sermodels.hub.read_config(args.model, revision=args.revision)
     if config["architecture"] != "logmel_svm":
@@ -323,41 +349,48 @@ def _evaluate_fold(args, model, test) -> dict:
 
 
 def _merge_metrics(path: Path, key: str, report: dict) -> None:
-    from sermodels._registry import read_json_object
-    from sermodels.inference import atomic_write_text
+    from sermodels._io import atomic_write_text
+    from sermodels.checkpoint import read_json_object
+    from sermodels.evaluation import metrics_entry
 
-    keep = ("uar", "war", "macro_f1", "n", "fold_uar_mean", "fold_uar_std", "folds_n")
     metrics = read_json_object(path) if path.is_file() else {}
-    metrics[key] = {k: report[k] for k in keep if k in report}
+    metrics[key] = metrics_entry(report)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     print(f"updated {path} [{key}]")
 
 
 def _fit_svm(args) -> int:
-    from sermodels.card import write_model_card
-    from sermodels.tasks.svm_release import load_recipe, release
+    from sermodels.classical.release import load_recipe, release
 
-    recipe = load_recipe(args.config, args.overrides)
-    recipe["recipe_path"] = str(args.config)
-    out = release(recipe)
-    write_model_card(out)
+    out = release(load_recipe(args.config, args.overrides))  # the card and metrics.json come with the folder
     print(f"wrote {out}")
     return 0
 
 
 def _fit_deep_spectrum(args) -> int:
-    from sermodels.card import write_model_card
-    from sermodels.tasks.deep_spectrum import load_recipe, release
+    """A classical recipe fits the paper's SVM head; a LightningCLI one (the linear head) is `sermodels train`'s,
+    its ``key=value`` overrides passed on as ``--key=value``."""
+    from sermodels.classical.deep_spectrum import load_recipe, release
+    from sermodels.classical.recipe import is_lightning_recipe
 
-    out = release(load_recipe(args.config, args.overrides))
-    write_model_card(out)
-    print(f"wrote {out}")
+    if not is_lightning_recipe(args.config):
+        out = release(load_recipe(args.config, args.overrides))
+        print(f"wrote {out}")
+        return 0
+    from sermodels.training.train import train
+
+    bad = [o for o in args.overrides if "=" not in o or o.startswith("-")]
+    if bad:
+        raise ValueError(f"overrides are key=value (as in `sermodels train --key=value`), got {bad}")
+    out = train(["--config", str(args.config), *(f"--{o}" for o in args.overrides)])
+    if out is not None:
+        print(f"wrote {out}")
     return 0
 
 
 def _finetune_parser(sub) -> None:
-    from sermodels.tasks import emonet_finetune as ft  # light: Lightning is imported when the command runs
+    from sermodels.training import finetune as ft  # light: Lightning is imported when the command runs
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained EmoNet on your own class folders or CSV/TSV table")
     p.add_argument("--from", dest="base", required=True, help="pretrained EmoNet id or checkpoint folder")
@@ -387,7 +420,7 @@ def _finetune_parser(sub) -> None:
 
 
 def _finetune(args) -> int:
-    from sermodels.tasks.emonet_finetune import finetune, summary
+    from sermodels.training.finetune import finetune, summary
 
     folder = finetune(
         args.base,
@@ -437,9 +470,10 @@ def _hub_push(args) -> int:
 
 
 def _hub_index(args) -> int:
-    from sermodels._registry import DEFAULT_KEY, checkpoints_dir, index_path, read_json_object
+    from sermodels._io import atomic_write_text
+    from sermodels.checkpoint import read_json_object
     from sermodels.hub import index_entry
-    from sermodels.inference import atomic_write_text
+    from sermodels.pretrained import DEFAULT_KEY, checkpoints_dir, index_path
 
     folder = checkpoints_dir() / args.model
     path = index_path()
@@ -454,8 +488,8 @@ def _hub_index(args) -> int:
 
 
 def _convert_weights(args) -> int:
+    from sermodels._io import sha256_of
     from sermodels.convert import convert_mobilenet_v2_int8
-    from sermodels.hub import sha256_of
 
     if Path(args.out).suffix != ".safetensors":
         raise ValueError(f"{args.out}: the output must be a .safetensors file")

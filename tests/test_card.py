@@ -88,7 +88,7 @@ def test_card_has_licences_metrics_and_usage(tmp_path):
     assert "| torch | 2.14.1 |" in text
     for section in (
         "Model description",
-        "Labels",
+        "Labels and outputs",
         "How to use",
         "Training data",
         "Evaluation results",

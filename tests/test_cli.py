@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sermodels._registry import load_index
 from sermodels.cli import main
+from sermodels.pretrained import load_index
 
 REPO = Path(__file__).resolve().parents[1]
 CLIPS = REPO / "sermodels" / "assets" / "clips"

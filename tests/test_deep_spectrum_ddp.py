@@ -1,5 +1,5 @@
-"""``DeepSpectrumTask`` on two CPU processes (DDP, gloo): the dev UAR is the whole dev set's on both ranks, so both
-pick the same best head and end with identical weights.
+"""Deep Spectrum trained by ``ClassificationTask`` on two CPU processes (DDP, gloo): the dev UAR is the whole dev
+set's on both ranks, so both pick the same best head and end with identical weights.
 
 The fit runs in a subprocess (Lightning re-launches the script for rank 1); each rank writes what it saw into the
 folder given on the command line."""
@@ -21,14 +21,15 @@ SCRIPT = textwrap.dedent(
     import lightning as L
     import torch
     from sermodels.data import SERDataModule
-    from sermodels.features.deepspectrum import weights_digest
-    from sermodels.tasks.deep_spectrum import DeepSpectrumTask
+    from sermodels.runtime import weights_digest
+    from sermodels.tasks import ClassificationTask
 
     out, root = sys.argv[1], sys.argv[2]
     torch.set_num_threads(1)
     L.seed_everything(0, verbose=False)
     data = SERDataModule(["emodb"], {"emodb": root}, batch_size=8, max_duration=None, seed=0)
-    task = DeepSpectrumTask(weights="random", image={"size": [64, 64]}, lr=1e-2)
+    model = {"arch": "deep_spectrum", "backbone": "mobilenetv2_100", "image": {"size": [64, 64]}}
+    task = ClassificationTask(model, optimizer={"name": "adam", "lr": 1e-2, "weight_decay": 1e-4})
     trainer = L.Trainer(
         accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, limit_train_batches=2, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
@@ -37,10 +38,10 @@ SCRIPT = textwrap.dedent(
     rank = trainer.global_rank
     record = {
         "history": task.history,
-        "best_uar": task.best_uar,
-        "head": weights_digest(task.model.classifier),
-        "standardizer": weights_digest(task.model.standardizer),
-        "dev_scored_here": sum(len(t) for _, t in task._val),
+        "best_uar": task.best_score,
+        "head": weights_digest(task.net.classifier),
+        "standardizer": weights_digest(task.net.standardizer),
+        "dev_scored_here": sum(len(t) for _, t, _ in task._val["emodb"]),
     }
     with open(f"{out}/rank{rank}.json", "w") as f:
         json.dump(record, f)

@@ -3,7 +3,7 @@
 ``sermodels train`` runs in a subprocess (Lightning re-launches the same command line for rank 1) with
 :class:`WeightProbe` added through ``--trainer.callbacks``; it is importable there because ``tests/`` is put on
 ``PYTHONPATH``. Each rank writes a hash of its network's tensors before and after fitting, the corpus of each
-training step, the dev labels it scored and those ``EmoNetTask`` gathered from all ranks, and its training
+training step, the dev labels it scored and those the task gathered from all ranks, and its training
 throughput, into the folder named by ``SERMODELS_DDP_PROBE``. The same recipe on one process gives the throughput
 to compare with (printed: run with ``-s`` or ``-rP`` to see it; nothing is asserted about speed).
 """
@@ -42,8 +42,8 @@ def tensor_hash(state: dict[str, torch.Tensor]) -> str:
 
 class WeightProbe(L.Callback):
     """Writes ``rank<N>.json``: the network's tensor hash at fit start and after fitting (``teardown`` runs after
-    ``EmoNetTask.on_fit_end`` restored the best weights), the corpus of every training batch, each validation's dev
-    labels as this rank scored them and as ``EmoNetTask._gathered`` collected them from all ranks, the validation
+    the task's ``on_fit_end`` restored the best weights), the corpus of every training batch, each validation's dev
+    labels as this rank scored them and as ``SERTask.gathered`` collected them from all ranks, the validation
     history, and the samples per second of the training steps."""
 
     def __init__(self) -> None:
@@ -62,11 +62,11 @@ class WeightProbe(L.Callback):
         self.record["corpora"].append(sorted(set(batch["corpus"])))
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        # Runs before the task's own hook, on every rank, so the collective calls of `_gathered` pair up.
+        # Runs before the task's own hook, on every rank, so the collective calls of `gathered` pair up.
         validation = {}
-        for corpus in pl_module.corpus_order:
-            local = [true.tolist() for _, true in pl_module._val.get(corpus, [])]
-            pred, true = pl_module._gathered(corpus)
+        for corpus in pl_module.streams:
+            local = [true.tolist() for _, true, _ in pl_module._val.get(corpus, [])]
+            pred, true = pl_module.gathered(corpus)
             validation[corpus] = {"local": sum(local, []), "gathered": true.tolist(), "pred": pred.tolist()}
         self.record["validations"].append(validation)
 
@@ -83,6 +83,9 @@ class WeightProbe(L.Callback):
         )
         folder = Path(os.environ[PROBE_ENV])
         (folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.record))
+
+
+TINY = {"stem": 8, "widths": [8, 16, 16], "attention_units": 16, "hidden": 16}
 
 
 def _free_port() -> int:
@@ -105,8 +108,8 @@ def _run(tmp_path: Path, devices: int, strategy: str | None, export: bool) -> tu
         "--data.batch_size", str(BATCH),
         "--data.max_duration", "0.5",
         "--data.num_workers", "0",
-        "--model.model", json.dumps({"stem": 8, "widths": [8, 16, 16], "attention_units": 16, "hidden": 16}),
-        "--model.stage_steps", "1",
+        "--model.model", json.dumps({"arch": "emonet_wrn", **TINY}),
+        "--model.schedule", json.dumps({"name": "steps", "stage_steps": 1, "min_lr": 0.001}),
         "--trainer.accelerator", "cpu",
         "--trainer.devices", str(devices),
         "--trainer.precision", "32",
@@ -118,7 +121,7 @@ def _run(tmp_path: Path, devices: int, strategy: str | None, export: bool) -> tu
         "--trainer.enable_model_summary", "false",
         "--trainer.callbacks+=test_emonet_ddp.WeightProbe",
         "--evaluate_splits", "[dev]",
-        "--export", str(tmp_path / "export") if export else "null",
+        "--output", str(tmp_path / "export") if export else "null",
     ]  # fmt: skip
     command += ["--trainer.strategy", strategy] if strategy else []
     env = {
@@ -156,7 +159,7 @@ def test_ddp_recipe_two_cpu_ranks_agree(tmp_path):
     assert {r["strategy"] for r in ranks} == {"DDPStrategy"}
     # Lockstep round-robin: both ranks saw the same corpus at every step, EMO-DB and URDU in turn.
     assert ranks[0]["corpora"] == ranks[1]["corpora"] == [["emodb"], ["urdu"]] * (STEPS // 2)
-    # Validation: each rank scored its own dev shard; `_gathered` gave every rank the same union of both.
+    # Validation: each rank scored its own dev shard; `gathered` gave every rank the same union of both.
     assert len(ranks[0]["validations"]) == len(ranks[1]["validations"]) == 1
     for corpus in ("emodb", "urdu"):
         mine, theirs = (r["validations"][0][corpus] for r in ranks)

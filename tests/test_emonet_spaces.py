@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sermodels.data.spaces import SpacesDataModule
-from sermodels.tasks.emonet import EmoNetTask
+from sermodels.tasks import MultitaskTask
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ROOTS = {"emodb": str(DATA / "EMODB"), "urdu": str(DATA / "URDU")}
@@ -58,11 +58,11 @@ def test_bad_spaces_are_refused():
 
 
 def test_av_fit_trains_both_heads_and_scores_every_stream(tmp_path):
-    from sermodels.tasks.emonet_train import export
+    from sermodels.training.train import export
 
     L.seed_everything(0, verbose=False)
     data = SpacesDataModule(["emodb", "urdu"], roots=ROOTS, batch_size=4, max_duration=0.5)
-    task = EmoNetTask(model=TINY, schedule="steps", stage_steps=2)
+    task = MultitaskTask({"arch": "emonet_wrn", **TINY}, schedule={"name": "steps", "stage_steps": 2})
     trainer = L.Trainer(
         accelerator="cpu",
         max_steps=3,

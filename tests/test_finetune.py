@@ -12,13 +12,13 @@ import torch
 from conftest import corpus_root
 
 import sermodels
-from sermodels._registry import save_pretrained
 from sermodels.audio import load_audio
+from sermodels.checkpoint import save_pretrained
 from sermodels.cli import main
 from sermodels.data import load_corpus
-from sermodels.inference import predict_files
 from sermodels.models.emonet import EmoNet
-from sermodels.tasks.emonet_finetune import corpus_name_for, default_patience, finetune
+from sermodels.pipelines.predict import predict_files
+from sermodels.training.finetune import corpus_name_for, default_patience, finetune
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("anger", "neutral", "sadness")
@@ -90,9 +90,14 @@ def test_metrics_are_the_corpus_test_partition(finetuned, corpus_dir):
     assert f"test UAR {test['uar']:.3f}" in printed
     config = json.loads((out / "config.json").read_text())
     training = config["training"]
-    assert training["regime"] == "adapters" and training["max_duration"] == 1.0 and training["batch_size"] == 4
+    assert (
+        training["regime"] == "transfer/adapters"
+        and training["mode"] == "adapters"
+        and training["max_duration"] == 1.0
+        and training["batch_size"] == 4
+    )
     assert training["schedule_run"]["epochs_run"] == 1 and training["schedule_run"]["optimizer_steps"] > 0
-    assert training["optimizer"]["patience"] == default_patience(1)
+    assert training["schedule"]["patience"] == default_patience(1)
     assert training["corpora"][0]["speaker_independent"] is False  # class folders carry no speakers
     assert "my_corpus" in (out / "README.md").read_text()
 

@@ -107,7 +107,7 @@ def test_missing_results_give_placeholders(tmp_path):
 
 
 def test_models_table_shows_emonet_heads_and_per_corpus_splits(tmp_path):
-    from sermodels._registry import save_pretrained
+    from sermodels.checkpoint import save_pretrained
     from sermodels.labels import label_names
     from sermodels.models.emonet import EmoNet
 

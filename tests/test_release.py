@@ -11,10 +11,10 @@ from safetensors.torch import load_file
 from test_hub import TOKEN, hf_env, server  # noqa: F401 - the loopback Hub fixtures
 
 import sermodels
-from sermodels._registry import load_index
 from sermodels.audio import load_audio
 from sermodels.card import render_model_card
 from sermodels.cli import main
+from sermodels.pretrained import load_index
 
 REPO = Path(__file__).resolve().parents[1]
 RELEASES = sorted(p.name for p in (REPO / "checkpoints").iterdir() if p.is_dir())
@@ -71,8 +71,10 @@ def test_default_release_round_trips_through_the_loopback_hub(hf_env, server, tm
 
 @pytest.mark.slow
 def test_baseline_recipe_reproduces_the_released_weights(tmp_path):
-    """Refitting the recipe on this CPU gives exactly the committed tensors (deterministic). The file bytes can differ:
-    safetensors writes its metadata map in a per-process hash order."""
+    """Refitting the recipe gives the committed tensors up to float rounding. On one machine the refit is bit for bit
+    the same run after run; across CPUs (the release was fitted on another processor and library build) the
+    standardiser's statistics and the SVM weights differ in the last bits (measured up to 1e-6 and 1.8e-7 on an
+    AVX-512 EPYC), with the same selected C and the same test predictions."""
     recipe = REPO / "recipes" / "baselines" / "logmel_svm.emodb.yaml"
     out = tmp_path / "logmel_svm.emodb"
     root = REPO.parent / "shared" / "data" / "EMODB"
@@ -83,7 +85,7 @@ def test_baseline_recipe_reproduces_the_released_weights(tmp_path):
     ours, theirs = load_file(out / "model.safetensors"), load_file(released / "model.safetensors")
     assert ours.keys() == theirs.keys()
     for name in ours:
-        assert torch.equal(ours[name], theirs[name]), name
+        torch.testing.assert_close(ours[name], theirs[name], rtol=1e-5, atol=1e-5, msg=name)
     assert (
         json.loads((out / "config.json").read_text())["model_args"]
         == json.loads((released / "config.json").read_text())["model_args"]

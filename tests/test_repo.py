@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sermodels.tasks.deep_spectrum import load_recipe as load_deep_spectrum_recipe
-from sermodels.tasks.svm_release import load_recipe
+from sermodels.classical.deep_spectrum import load_recipe as load_deep_spectrum_recipe
+from sermodels.classical.release import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
@@ -39,9 +39,9 @@ def _tracked() -> set[str]:
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_recipe_parses_and_names_a_release(recipe):
-    if recipe.parent.name == "emonet":
-        cfg = _parse_emonet_recipe(recipe)
-        output = cfg["export"]
+    if _is_lightning_recipe(recipe):
+        cfg = _parse_lightning_recipe(recipe)
+        output = cfg["output"]
     elif recipe.parent.name == "deep_spectrum":
         cfg = load_deep_spectrum_recipe(recipe)
         output = cfg["output"]
@@ -54,13 +54,21 @@ def test_recipe_parses_and_names_a_release(recipe):
     assert Path(output).name == cfg["id"]
 
 
-def _parse_emonet_recipe(recipe: Path) -> dict:
+def _is_lightning_recipe(recipe: Path) -> bool:
+    """A LightningCLI recipe for `sermodels train` names its task class; the scikit-learn recipes do not."""
+    import yaml
+
+    model = (yaml.safe_load(recipe.read_text()) or {}).get("model")
+    return isinstance(model, dict) and "class_path" in model
+
+
+def _parse_lightning_recipe(recipe: Path) -> dict:
     """Validate a LightningCLI recipe against the real signatures by instantiating task, data module and trainer
     (nothing is set up or fitted; the trainer is forced onto one CPU process so GPU recipes parse here too)."""
     import lightning as L
 
-    from sermodels.tasks.emonet import EmoNetTask
-    from sermodels.tasks.emonet_train import make_cli
+    from sermodels.tasks.base import SERTask
+    from sermodels.training.train import make_cli
 
     overrides = [
         "--trainer.accelerator",
@@ -73,8 +81,8 @@ def _parse_emonet_recipe(recipe: Path) -> dict:
         "1",
     ]
     cli = make_cli(["--config", str(recipe), *overrides])
-    assert isinstance(cli.model, EmoNetTask) and isinstance(cli.datamodule, L.LightningDataModule)
-    return {"id": cli.config.id, "export": cli.config.export}
+    assert isinstance(cli.model, SERTask) and isinstance(cli.datamodule, L.LightningDataModule)
+    return {"id": cli.config.id, "output": cli.config.output}
 
 
 def test_recipe_readmes_point_at_real_checkpoints():
@@ -90,7 +98,7 @@ def test_readme_tables_are_generated_from_json():
 
 def test_shipped_index_pins_commits_or_marks_unpublished():
     """A branch name in the shipped index would break installed copies after the next push (sha256 mismatch)."""
-    from sermodels._registry import load_index
+    from sermodels.pretrained import load_index
 
     for model_id, entry in load_index().items():
         if model_id.startswith("_"):

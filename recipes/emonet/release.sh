@@ -5,11 +5,11 @@
 # arousal/valence head, with the corpus's categories mapped as in EmoNet Table 2) by `sermodels evaluate`.
 set -euo pipefail
 recipe=$1; shift
-case " $* " in *" --export"*) echo "release.sh: the folder is the recipe's export:, do not override it" >&2; exit 2;; esac
+case " $* " in *" --output"*) echo "release.sh: the folder is the recipe's output:, do not override it" >&2; exit 2;; esac
 bin=${SERMODELS_BIN:-.venv/bin/sermodels}
 data=${SERMODELS_DATA:-../shared/data}
-out=$(awk '/^export:/ {print $2}' "$recipe")
-# metrics.json comes from `sermodels evaluate` below, so the export scores nothing itself.
+out=$(awk '/^output:/ {print $2}' "$recipe")
+# metrics.json comes from `sermodels evaluate` below, so the training export scores nothing itself.
 $bin train --config "$recipe" --evaluate_splits '[]' "$@"
 rm -f "$out/metrics.json"
 for pair in emodb:EMODB ravdess:RAVDESS emovo:EMOVO urdu:URDU; do

@@ -1,11 +1,11 @@
-"""``sermodels finetune``: adapt a pretrained EmoNet to your own labelled audio in one command.
+"""``sermodels finetune``: adapt a pretrained multi-domain model (EmoNet) to your own labelled audio in one command.
 
 The data is the generic corpus of :mod:`sermodels.data.folder`: a folder with one sub-folder per class, or a
 CSV/TSV table ``path,label[,speaker][,split]``. Without speakers (a class-folder tree) the ≈70/10/20 %
 train/dev/test split is drawn per file, stratified by class, so test files may share speakers with training files;
 a table with a ``speaker`` (or ``split``) column gives a speaker-independent split.
 
-The regimes are those of :class:`~sermodels.tasks.emonet.EmoNetTask` (Gerczuk et al., IEEE TAC, §6.1):
+The regimes are the modes of :class:`~sermodels.tasks.transfer.TransferTask` (Gerczuk et al., IEEE TAC, §6.1):
 
 - ``adapters`` (default): new residual adapters, BN layers and head for the corpus; the shared convolutions and the
   attention stay frozen, so about 10 % of the parameters are trained and the result keeps the base's shared network;
@@ -91,8 +91,8 @@ def finetune(
 
     from sermodels.data import SERDataModule
     from sermodels.models.emonet import check_domain_name
-    from sermodels.tasks.emonet import EmoNetTask, quiet_trainer
-    from sermodels.tasks.emonet_train import _trainer_info, export
+    from sermodels.tasks.transfer import TransferTask
+    from sermodels.training.train import export, quiet_trainer, trainer_info
 
     _check_options(regime, epochs, batch_size, max_duration, precision, patience)
     data, out = Path(data).expanduser(), Path(out).expanduser()
@@ -118,13 +118,12 @@ def finetune(
         drop_last=train_size % batch_size == 1,
     )
     L.seed_everything(seed, workers=True, verbose=False)
-    task = EmoNetTask(
-        transfer=regime,
+    task = TransferTask(
         init_from=str(base),
+        mode=regime,
         like=like,
-        lr=lr,
-        schedule="plateau",
-        patience=patience or default_patience(epochs),
+        optimizer=None if lr is None else {"lr": lr},
+        schedule={"name": "plateau", "patience": patience or default_patience(epochs)},
     )
     trainer = quiet_trainer(
         max_epochs=epochs,
@@ -142,7 +141,7 @@ def finetune(
     text = description or (
         f"EmoNet fine-tuned from {base} on the user corpus {name} ({data.name}): {REGIME_TEXT[regime]}"
     )
-    return export(task, datamodule, out, description=text, trainer_info=_trainer_info(trainer, wall))
+    return export(task, datamodule, out, description=text, trainer_info=trainer_info(trainer, wall))
 
 
 def check_base(base: str | Path) -> None:

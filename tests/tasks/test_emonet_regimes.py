@@ -1,5 +1,6 @@
-"""EmoNetTask (Gerczuk et al., IEEE TAC, §5.2.2, §6): transfer regimes, tiny real fits on EMODB + URDU, the plateau
-and step schedules, determinism, and the aggregated arousal/valence label space."""
+"""EmoNet (Gerczuk et al., IEEE TAC, §5.2.2, §6) as configurations of the training regimes: multi-domain round robin,
+transfer (adapters / head / full), tiny real fits on EMODB + URDU, the plateau and step schedules, determinism, and
+the aggregated arousal/valence label space."""
 
 from __future__ import annotations
 
@@ -9,16 +10,27 @@ import lightning as L
 import pytest
 import torch
 
-from sermodels._registry import save_pretrained
+from sermodels.checkpoint import save_pretrained
 from sermodels.data import SERDataModule
 from sermodels.models.emonet import EmoNet
-from sermodels.tasks.emonet import EmoNetTask, load_base, prepare_transfer
+from sermodels.outputs import categories
+from sermodels.tasks import ClassificationTask, MultiDomainTask, TransferTask
+from sermodels.tasks.transfer import load_base, prepare_domains
 
 EMODB = ["anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral"]
 URDU = ["angry", "happy", "neutral", "sad"]
 RAVDESS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
 # A narrow EmoNet: the task logic does not depend on the widths, and the fits stay at a second or two.
 TINY = {"stem": 4, "widths": [8, 8, 16], "attention_units": 8, "hidden": 8}
+MODEL = {"arch": "emonet_wrn", **TINY}
+
+
+def _heads(**heads: list[str]):
+    return {name: categories(labels) for name, labels in heads.items()}
+
+
+def prepare_transfer(base, domains, mode, like=None, keep_base_domains=False):
+    return prepare_domains(base, _heads(**domains), mode, like, keep_base_domains)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -67,7 +79,7 @@ class Recorder(L.Callback):
         self.states.append({k: v.detach().clone() for k, v in pl_module.net.state_dict().items()})
 
 
-def _fit(task: EmoNetTask, data: SERDataModule, steps: int | None = 4, val_batches: int = 1) -> Recorder:
+def _fit(task, data: SERDataModule, steps: int | None = 4, val_batches: int = 1) -> Recorder:
     """``steps`` optimizer steps (``None``: one whole epoch)."""
     recorder = Recorder()
     trainer = L.Trainer(
@@ -136,23 +148,24 @@ def test_prepare_transfer_freezes_what_each_regime_keeps():
     with pytest.raises(ValueError, match="full fine-tuning"):
         prepare_transfer(copy.deepcopy(base), {"ravdess": RAVDESS}, "full", keep_base_domains=True)
     with pytest.raises(ValueError, match="transfer mode"):
-        prepare_transfer(copy.deepcopy(base), {"ravdess": RAVDESS}, "none")
+        prepare_transfer(copy.deepcopy(base), {"ravdess": RAVDESS}, "groups")
     with pytest.raises(KeyError, match="no head 'nope'"):
         prepare_transfer(copy.deepcopy(base), {"ravdess": RAVDESS}, "adapters", like="nope")
 
 
 def test_task_arguments_are_checked():
-    for kwargs, message in [
-        ({"transfer": "partial"}, "transfer must be"),
-        ({"transfer": "adapters"}, "init_from"),
-        ({"init_from": "somewhere"}, "init_from"),
-        ({"schedule": "cosine"}, "schedule must be"),
-        ({"patience": 0}, "positive"),
-        ({"model": {"domains": {"a": ["x", "y"]}}}, "do not set it"),
+    for make, message in [
+        (lambda: TransferTask("x", mode="partial"), "transfer mode"),
+        (lambda: TransferTask("x", mode="adapters", freeze=["stem"]), "mode='groups'"),
+        (lambda: ClassificationTask(MODEL, schedule={"name": "cosine2"}), "schedule name"),
+        (lambda: ClassificationTask(MODEL, schedule={"patience": 0}), "positive"),
     ]:
         with pytest.raises(ValueError, match=message):
-            EmoNetTask(**kwargs)
-    assert EmoNetTask().lr == 0.1 and EmoNetTask(transfer="head", init_from="x").lr == 0.01  # §5.2.2
+            make()
+    # §5.2.2: 0.1 from scratch and for adapters, 0.01 for a new head or full fine-tuning.
+    assert ClassificationTask(MODEL).lr == 0.1 and TransferTask("x", mode="adapters").lr == 0.1
+    assert TransferTask("x", mode="head").lr == 0.01 and TransferTask("x", mode="full").lr == 0.01
+    assert TransferTask("x", mode="head", optimizer={"lr": 0.5}).lr == 0.5
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -164,7 +177,7 @@ def test_round_robin_fit_trains_both_domains_on_the_step_schedule_and_is_determi
     runs = []
     for _ in range(2):
         L.seed_everything(0, verbose=False)
-        task = EmoNetTask(model=TINY, schedule="steps", stage_steps=1, min_lr=1e-4)
+        task = MultiDomainTask(MODEL, schedule={"name": "steps", "stage_steps": 1, "min_lr": 1e-4})
         recorder = _fit(task, _data(roots))
         runs.append((task, recorder))
     task, recorder = runs[0]
@@ -179,8 +192,8 @@ def test_round_robin_fit_trains_both_domains_on_the_step_schedule_and_is_determi
         assert not torch.equal(
             final[f"classifiers.{domain}.4.weight"], recorder.initial[f"classifiers.{domain}.4.weight"]
         )
-    assert len(task.history) == 1 and set(task.history[0]) >= {"val_uar", "emodb", "urdu"}
-    assert 0 <= task.best_uar <= 1
+    assert len(task.history) == 1 and set(task.history[0]) >= {"val_score", "emodb", "urdu"}
+    assert 0 <= task.best_score <= 1
     scheduler = task.trainer.lr_scheduler_configs[0].scheduler
     assert scheduler.lr_lambdas[0](1000) == pytest.approx(1e-4 / 0.1)  # floored at min_lr
     # Determinism: the same seed gives the same weights, bit for bit.
@@ -191,7 +204,7 @@ def test_round_robin_fit_trains_both_domains_on_the_step_schedule_and_is_determi
 def test_adapter_transfer_changes_only_adapters_batch_norms_and_head(roots, tmp_path):
     base, folder = _saved_base(tmp_path)
     L.seed_everything(0, verbose=False)
-    task = EmoNetTask(transfer="adapters", init_from=folder, like="emodb")
+    task = TransferTask(folder, mode="adapters", like="emodb")
     recorder = _fit(task, _data(roots, corpora=("urdu",), multi_corpus="concat"), steps=3)
     net = task.net
     assert net.heads == {"urdu": URDU}
@@ -211,13 +224,16 @@ def test_adapter_transfer_changes_only_adapters_batch_norms_and_head(roots, tmp_
 def test_head_transfer_keeps_base_batch_statistics(roots, tmp_path):
     base, folder = _saved_base(tmp_path)
     L.seed_everything(0, verbose=False)
-    task = EmoNetTask(transfer="head", init_from=folder, like="urdu", keep_base_domains=True)
+    task = TransferTask(folder, mode="head", like="urdu", keep_base_domains=True)
     recorder = _fit(task, _data(roots, corpora=("urdu",), multi_corpus="concat"), steps=2, val_batches=0)
     state, base_state = task.net.state_dict(), base.state_dict()
     assert task.net.domains == ["emodb", "urdu"]
-    # The frozen base runs in eval mode (its BN statistics stay), only the heads train.
-    assert recorder.training_modules == {n for n, _ in task.net.named_modules() if n.startswith("classifiers.")}
-    assert "classifiers.urdu.1" in recorder.training_modules
+    # The frozen base's BatchNorm layers run in eval mode (their statistics stay); only the new head's BN trains.
+    modules = dict(task.net.named_modules())
+    training_bns = {
+        n for n in recorder.training_modules if isinstance(modules[n], torch.nn.modules.batchnorm._BatchNorm)
+    }
+    assert training_bns == {"classifiers.urdu.1"}
     unchanged = [k for k in state if not k.startswith("classifiers.urdu.")]
     assert all(torch.equal(state[k], base_state[k]) for k in unchanged)  # BN statistics included
     for key in ("classifiers.urdu.0.weight", "classifiers.urdu.1.running_mean"):
@@ -227,7 +243,7 @@ def test_head_transfer_keeps_base_batch_statistics(roots, tmp_path):
 def test_single_clip_batch_is_skipped(roots):
     """URDU has 286 training clips: batches of 95 leave one clip, which the head's BatchNorm1d cannot normalise in
     training mode (it raised "Expected more than 1 value per channel"); the step is skipped."""
-    task = EmoNetTask(model=TINY)
+    task = ClassificationTask(MODEL)
     recorder = _fit(task, _data(roots, corpora=("urdu",), multi_corpus="concat", batch_size=95), None, 0)
     assert recorder.sizes == [95, 95, 95, 1]
     before_last, after = recorder.states[-2], recorder.states[-1]
@@ -238,14 +254,14 @@ def test_single_clip_batch_is_skipped(roots):
 def test_plateau_schedule_divides_floors_and_stops(roots):
     """§4.3/§5.2.2: ×0.1 after ``patience`` epochs without a better dev UAR, twice; then stop after ``patience``
     more stale epochs. Driven through a module whose Trainer and optimizer are real (after a one-step fit)."""
-    task = EmoNetTask(model=TINY, patience=2, min_lr=0.002)
+    task = ClassificationTask(MODEL, schedule={"patience": 2, "min_lr": 0.002})
     _fit(task, _data(roots, corpora=("urdu",), multi_corpus="concat"), steps=1, val_batches=0)
     trainer, group = task.trainer, task.trainer.optimizers[0].param_groups[0]
     trainer.should_stop = False
     assert group["lr"] == 0.1
     seen = []
     for uar in [0.5, 0.4, 0.5, 0.6, 0.55, 0.6, 0.7, 0.1, 0.2]:
-        task._after_validation(uar)
+        task.after_validation(uar)
         seen.append((pytest.approx(group["lr"]), trainer.should_stop))
     assert seen == [
         (0.1, False),  # best
@@ -258,7 +274,7 @@ def test_plateau_schedule_divides_floors_and_stops(roots):
         (0.002, False),
         (0.002, True),  # patience more stale epochs at min_lr: stop
     ]
-    assert task.best_uar == 0.7
+    assert task.best_score == 0.7
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -267,14 +283,14 @@ def test_plateau_schedule_divides_floors_and_stops(roots):
 
 def test_aggregated_arousal_space_has_one_domain_fed_by_all_corpora(roots):
     data = _data(roots, label_space="arousal", multi_corpus="concat", batch_size=16)
-    task = EmoNetTask(model=TINY, schedule="steps", stage_steps=3)
+    task = ClassificationTask(MODEL, schedule={"name": "steps", "stage_steps": 3})
     task.configure_from(data)
     assert task.net.heads == {"arousal": ["low", "high"]}
-    assert task.domain_of == {"emodb": "arousal", "urdu": "arousal"}
+    assert task.stream_head == {"emodb": "arousal", "urdu": "arousal"}
     assert list(task.class_weights) == ["arousal"]
     assert torch.equal(task.class_weights["arousal"], data.class_weights(None))
     batch = next(b for b in data.train_dataloader() if len(set(b["corpus"])) == 2)
-    assert task._domain(batch) == "arousal"
+    assert task.head_of(batch) == "arousal"
     loss = task.training_step(batch, 0)  # one loss over both corpora through the one head
     loss.backward()
     assert torch.isfinite(loss) and task.net.classifiers["arousal"][-1].weight.grad.abs().sum() > 0
@@ -282,13 +298,13 @@ def test_aggregated_arousal_space_has_one_domain_fed_by_all_corpora(roots):
     assert [factor(2), factor(3)] == pytest.approx([1.0, 0.1])  # concat: one batch is one step
 
     # Round robin over the same space: a round (one batch per corpus) is one step of the schedule (§5.2.2).
-    task = EmoNetTask(model=TINY, schedule="steps", stage_steps=3)
+    task = ClassificationTask(MODEL, schedule={"name": "steps", "stage_steps": 3})
     task.configure_from(_data(roots, label_space="arousal", multi_corpus="round_robin"))
     factor = task.configure_optimizers()["lr_scheduler"]["scheduler"].lr_lambdas[0]
     assert [factor(5), factor(6)] == pytest.approx([1.0, 0.1])
 
     with pytest.raises(ValueError, match="round_robin"):
-        EmoNetTask(model=TINY).configure_from(_data(roots, multi_corpus="concat"))
+        ClassificationTask(MODEL).configure_from(_data(roots, multi_corpus="concat"))
 
 
 def test_load_base_from_folder_and_instance(tmp_path):

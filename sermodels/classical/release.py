@@ -1,8 +1,10 @@
-"""From a baseline recipe to a released checkpoint folder: fit, export to torch, check, save.
+"""From a baseline recipe to a released checkpoint folder: fit, export to torch, check, release.
 
-A recipe (``recipes/baselines/*.yaml``) names the corpus, its root, the split, the feature set and the SVM. The
-exported :class:`~sermodels.models.svm.LogMelSVM` must reproduce the scikit-learn pipeline's predictions on the
-test partition; a disagreement aborts the release.
+A recipe (``recipes/baselines/*.yaml``, ``sermodels fit-svm --config``) names the corpus, its root, the split, the
+feature set and the SVM. The exported :class:`~sermodels.models.svm.LogMelSVM` must reproduce the scikit-learn
+pipeline's predictions on the test partition; a disagreement aborts the release. The folder is written by the one
+release export (:func:`sermodels.classical.recipe.write_recipe_release`). :func:`fit_on_items` refits the same
+model on the training speakers of a fold (``sermodels evaluate --split loso``).
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from sermodels.classical.recipe import FIXED_PARTITIONS, merge_recipe, write_recipe_release
+from sermodels.classical.svm import SVMFit, extract_features, fit_fixed, make_svm, select_by_group_cv
 from sermodels.data import load_corpus
 from sermodels.models.svm import LogMelSVM
-from sermodels.tasks.common import merge_recipe, save_release
-from sermodels.tasks.svm import SVMFit, extract_features, fit_fixed, make_svm, select_by_group_cv
 
 RECIPE_DEFAULTS = {
     "arch": "logmel_svm",
@@ -76,10 +78,11 @@ def fit_on_items(
 
 
 def release(recipe: dict[str, Any]) -> Path:
-    """Fit the recipe's model on the fixed split (C on dev, refit on train + dev) and save its folder."""
+    """Fit the recipe's model on the fixed split (C on dev, refit on train + dev) and release its folder (config,
+    weights, training log, the recipe's ``evaluate_splits`` in metrics.json, card)."""
     corpus = load_corpus(recipe["corpus"], recipe["root"])
     split = corpus.split(recipe["split"])
-    paths = {name: [it.path for it in split[name]] for name in ("train", "dev", "test")}
+    paths = {name: [it.path for it in split[name]] for name in FIXED_PARTITIONS}
     feats = {
         name: extract_features(p, "logmel600", sample_rate=recipe["sample_rate"], cache_dir=recipe["cache_dir"])
         for name, p in paths.items()
@@ -88,12 +91,13 @@ def release(recipe: dict[str, Any]) -> Path:
     fit = fit_fixed("linear", feats["train"], labels["train"], feats["dev"], labels["dev"])
     model = export_linear(fit, recipe["sample_rate"], head=recipe["corpus"])
     _check_export(model, fit, feats["test"])
-    return save_release(
+    return write_recipe_release(
         model,
         recipe,
         corpus,
         split,
         ["train", "dev"],
+        history=fit.selection,
         classifier={"kind": "linear_svm", "class_weight": "balanced", **fit.params},
         selection=fit.selection,
     )

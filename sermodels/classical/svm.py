@@ -1,4 +1,4 @@
-"""Fitting the classical baselines: utterance functionals -> z-norm -> SVM, under the fixed and LOSO protocols.
+"""The classical baselines' protocols: utterance features -> z-norm -> SVM, under the fixed and LOSO protocols.
 
 Protocols (EmoNet paper §4.1, NICU paper §4.2.1):
 - fixed split: C (and gamma for the RBF kernel) chosen by UAR on the dev partition, then refit on train + dev and
@@ -7,6 +7,9 @@ Protocols (EmoNet paper §4.1, NICU paper §4.2.1):
   on the remaining speakers, then refit on all of them.
 The standardiser is always fitted on exactly the data the SVM is fitted on (it is the first step of the pipeline),
 so no statistic of a held-out partition leaks into training.
+
+The utterance functionals (log-mel 600, eGeMAPS, GeMAPS) of a file list are computed here and cached as one
+``.npy`` per list (:func:`feature_cache_path`, shared with :mod:`sermodels.classical.deep_spectrum`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
-import sermodels
+from sermodels._version import __version__
 from sermodels.audio import load_audio
 from sermodels.features import LogMelFunctionals
 from sermodels.metrics import uar, war
@@ -188,7 +191,7 @@ def extract_features(
 
         extractor = OpenSmileFunctionals(_OPENSMILE_SETS[feature_set], sample_rate=sample_rate)
         config = extractor.config() | {"opensmile": _version("opensmile")}
-    cache = feature_cache_path(paths, [feature_set, config, sermodels.__version__], cache_dir)
+    cache = feature_cache_path(paths, [feature_set, config, __version__], cache_dir)
     if cache is not None and cache.is_file():
         return np.load(cache, allow_pickle=False)
     if feature_set == "logmel600":

@@ -1,0 +1,186 @@
+"""Transfer regimes: start from a pretrained checkpoint, freeze or re-initialise parts of it, train the rest.
+
+Two ways to say what is trained:
+
+- ``mode`` for multi-domain models (EmoNet, Gerczuk et al., IEEE TAC, §5.2.2/§6.1, Table 4): ``adapters`` — new
+  zero adapters, BN (copied from the base's ``like`` domain) and head per target domain, the shared network frozen
+  ("adapters and classifier are reinitialized"); ``head`` — only a new head on the frozen base as seen through its
+  ``like`` domain (adapters and BN copied, frozen, BN in evaluation mode); ``full`` — the ``head`` start, then every
+  parameter trained.
+- ``freeze`` / ``reinit`` for any model: names of its :meth:`~sermodels.models.base.SERModel.layer_groups`
+  (input to output) whose parameters are frozen or re-initialised; ``freeze_upto`` freezes every group up to and
+  including the one named (the freeze cut-offs A1–A8 of the CNN+LSTM transfer study). The heads the data needs are
+  added or replaced through ``add_domain`` when the base has no such head.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+from torch import nn
+
+from sermodels.models.base import SERModel
+from sermodels.outputs import OutputSpec
+from sermodels.tasks.classification import ClassificationTask
+
+MODES = ("adapters", "head", "full", "groups")
+#: EmoNet §5.2.2/§6.1: adapters train at 0.1, a new head on a frozen base and full fine-tuning at 0.01.
+MODE_LR = {"adapters": 0.1, "head": 0.01, "full": 0.01, "groups": 0.01}
+
+
+def load_base(init_from: str | SERModel) -> SERModel:
+    """A pretrained model by id, folder or instance (deep-copied)."""
+    if isinstance(init_from, SERModel):
+        return copy.deepcopy(init_from)
+    from sermodels.hub import load
+
+    return load(init_from)
+
+
+def prepare_domains(
+    base: SERModel,
+    heads: dict[str, OutputSpec],
+    mode: str,
+    like: str | None = None,
+    keep_base_domains: bool = False,
+) -> SERModel:
+    """The base with the target heads added (or re-initialised) for ``mode`` (adapters / head / full) and its
+    parameters frozen or not."""
+    if mode not in MODES[:3]:
+        raise ValueError(f"transfer mode for domains must be one of {MODES[:3]}, got {mode!r}")
+    missing = [
+        m for m in ("add_domain", "remove_domain", "domain_parameters", "head_parameters") if not hasattr(base, m)
+    ]
+    if missing:
+        raise TypeError(f"mode {mode!r} needs a multi-domain model; {type(base).__name__} lacks {missing}")
+    like = base.resolve_head(like)
+    if keep_base_domains and mode == "full":
+        raise ValueError("full fine-tuning changes the shared network, so the base's other heads would be invalid")
+    for name, spec in heads.items():
+        base.add_domain(name, spec, like=like, copy_adapters=mode != "adapters", replace=True)
+    if not keep_base_domains:
+        for name in list(base.heads):
+            if name not in heads:
+                base.remove_domain(name)
+    base.default_head = next(iter(heads))
+    base.requires_grad_(mode == "full")
+    if mode != "full":
+        for name in heads:
+            params = base.domain_parameters(name) if mode == "adapters" else base.head_parameters(name)
+            for param in params:
+                param.requires_grad_(True)
+    return base
+
+
+def _prefixes(model: SERModel, groups: list[str]) -> tuple[str, ...]:
+    known = model.layer_groups()
+    unknown = [g for g in groups if g not in known]
+    if unknown:
+        raise ValueError(f"{type(model).__name__} has no layer groups {unknown}; its groups are {list(known)}")
+    return tuple(prefix for group in groups for prefix in known[group])
+
+
+def _inside(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+def group_parameters(model: SERModel, groups: list[str]) -> list[tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` of every parameter in the named layer groups; an unknown group is an error."""
+    prefixes = _prefixes(model, groups)
+    return [(name, param) for name, param in model.named_parameters() if _inside(name, prefixes)]
+
+
+def reinitialise(model: SERModel, groups: list[str]) -> None:
+    """Fresh initialisation (each module's ``reset_parameters``) of every module in the named groups."""
+    prefixes = _prefixes(model, groups)
+    for name, module in model.named_modules():
+        if name and _inside(name, prefixes) and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+
+
+class TransferTask(ClassificationTask):
+    """Fine-tune a pretrained model (module docstring).
+
+    Args:
+        init_from: pretrained id or checkpoint folder.
+        mode: ``adapters``, ``head``, ``full`` (multi-domain models) or ``groups`` (``freeze``/``reinit``).
+        like: the base head whose BN (and, for ``head``/``full``, adapters) a new head starts from.
+        keep_base_domains: keep the base's other heads (``adapters``/``head`` only; their weights are unchanged).
+        freeze / freeze_upto / reinit: layer groups (``groups`` mode).
+        optimizer: defaults to SGD at the mode's learning rate (0.1 adapters, 0.01 otherwise).
+    """
+
+    def __init__(
+        self,
+        init_from: str,
+        mode: Literal["adapters", "head", "full", "groups"] = "adapters",
+        like: str | None = None,
+        keep_base_domains: bool = False,
+        freeze: list[str] | None = None,
+        freeze_upto: str | None = None,
+        reinit: list[str] | None = None,
+        optimizer: dict[str, Any] | None = None,
+        schedule: dict[str, Any] | None = None,
+        restore_best: bool = True,
+        class_weighted: bool = True,
+        cache_features: bool = True,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"transfer mode must be one of {MODES}, got {mode!r}")
+        if mode != "groups" and (freeze or freeze_upto or reinit):
+            raise ValueError("freeze / freeze_upto / reinit belong to mode='groups'")
+        options = {"lr": MODE_LR[mode]} | dict(optimizer or {})
+        super().__init__(None, options, schedule, restore_best, class_weighted, cache_features)
+        self.init_from = init_from
+        self.mode = mode
+        self.like = like
+        self.keep_base_domains = keep_base_domains
+        self.freeze = list(freeze or [])
+        self.freeze_upto = freeze_upto
+        self.reinit = list(reinit or [])
+
+    def make_net(self, heads: dict[str, OutputSpec], data) -> SERModel:
+        base = load_base(self.init_from)
+        if base.sample_rate != data.sample_rate:
+            raise ValueError(f"{self.init_from} runs at {base.sample_rate} Hz, the data at {data.sample_rate} Hz")
+        if self.mode != "groups":
+            net = prepare_domains(base, heads, self.mode, self.like, self.keep_base_domains)
+        else:
+            net = self._prepare_groups(base, heads)
+        # A loaded checkpoint is in eval mode and Lightning does not call train(): without this the new heads' BN
+        # layers would never see batch statistics nor update their running statistics (dropout off too).
+        return net.train()
+
+    def _prepare_groups(self, base: SERModel, heads: dict[str, OutputSpec]) -> SERModel:
+        for name, spec in heads.items():
+            if name in base.heads and base.output_spec(name) == spec:
+                continue
+            if not hasattr(base, "add_domain"):
+                raise ValueError(
+                    f"{self.init_from} has no head {name!r} with {spec.to_json()} and cannot add one; train a head "
+                    "it has, or use a model with add_domain"
+                )
+            base.add_domain(name, spec, like=base.resolve_head(self.like), replace=True)
+        frozen = list(self.freeze)
+        if self.freeze_upto is not None:
+            order = list(base.layer_groups())
+            if self.freeze_upto not in order:
+                raise ValueError(f"freeze_upto {self.freeze_upto!r} is not a layer group of {order}")
+            frozen += order[: order.index(self.freeze_upto) + 1]
+        reinitialise(base, self.reinit)
+        base.requires_grad_(True)
+        for _, param in group_parameters(base, frozen):
+            param.requires_grad_(False)
+        base.default_head = next(iter(heads))
+        return base
+
+    def regime(self) -> str:
+        return f"transfer/{self.mode}"
+
+    def training_summary(self) -> dict[str, Any]:
+        summary = super().training_summary()
+        summary |= {"init_from": str(self.init_from), "mode": self.mode, "like": self.like}
+        if self.mode == "groups":
+            summary |= {"freeze": self.freeze, "freeze_upto": self.freeze_upto, "reinit": self.reinit}
+        return summary
