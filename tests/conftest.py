@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SERMODELS_SHARED", REPO.parent / "shared"))
@@ -46,3 +47,19 @@ def reference_dir() -> Path:
     if not REFERENCE.is_dir():
         pytest.skip(f"torchaudio reference outputs not found at {REFERENCE}")
     return REFERENCE
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of small fits: on a small shared machine a second thread mostly waits
+    (several times slower). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def spread_files(corpus: str, count: int) -> list[Path]:
+    """``count`` files spread evenly over the corpus's sorted file list (different speakers and emotions)."""
+    files = sorted(corpus_root(corpus).rglob("*.flac"))
+    return files[:: len(files) // count][:count]

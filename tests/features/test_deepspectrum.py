@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import corpus_root
+from conftest import spread_files
 
 from sermodels.audio import load_audio
 from sermodels.features import AmplitudeToDB, MelSpectrogram
@@ -29,9 +29,7 @@ def _small_net(**kwargs) -> DeepSpectrum:
 
 
 def _files(corpus: str, count: int = FILES_PER_CORPUS) -> list[Path]:
-    """``count`` files spread evenly over the corpus's sorted file list (different speakers and emotions)."""
-    files = sorted(corpus_root(corpus).rglob("*.flac"))
-    return files[:: len(files) // count][:count]
+    return spread_files(corpus, count)
 
 
 @pytest.fixture(scope="module")

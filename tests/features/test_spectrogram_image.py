@@ -21,7 +21,7 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
-from conftest import corpus_root
+from conftest import spread_files
 
 from sermodels.audio import load_audio
 from sermodels.features.spectrogram_image import (
@@ -40,9 +40,7 @@ FILES_PER_CORPUS = 3
 
 
 def _files(corpus: str, count: int = FILES_PER_CORPUS) -> list[Path]:
-    """``count`` files spread evenly over the corpus's sorted file list (different speakers and emotions)."""
-    files = sorted(corpus_root(corpus).rglob("*.flac"))
-    return files[:: len(files) // count][:count]
+    return spread_files(corpus, count)
 
 
 @pytest.fixture(scope="module")

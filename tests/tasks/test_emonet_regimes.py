@@ -33,13 +33,7 @@ def prepare_transfer(base, domains, mode, like=None, keep_base_domains=False):
     return prepare_domains(base, _heads(**domains), mode, like, keep_base_domains)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a small shared machine a second thread mostly waits (several times slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -25,12 +25,7 @@ EMODB = ["anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral
 URDU = ["angry", "happy", "neutral", "sad"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trainer(steps: int, val_batches: int = 2, **options) -> L.Trainer:
