@@ -39,6 +39,10 @@ Departures, all documented:
 - The stem's BN is followed by a ReLU (§5.2 lists convolution and BN only). The released weights were trained so.
 - New adapters start at zero, so a new domain starts as the shared network seen through the BN it copies; the
   paper does not say how adapters are initialised.
+- A head may also be dimensional (``head_kinds={"av_values": "dimensions"}``): the same FC-BN-ReLU-dropout head with
+  one linear output per dimension, squashed by tanh into the declared range of a bounded dimension (arousal/valence
+  in [-1, 1]); trained with the CCC loss by :class:`~sermodels.tasks.regression.RegressionTask`. The paper's heads
+  are all categorical.
 - Only training clips are cropped to 5 s (§5.1 caps segments at 5 s); evaluation scores whole clips, and
   ``sermodels predict`` scores long files in 30 s windows (``default_chunk_seconds``) whose logits it averages.
 """
@@ -169,7 +173,8 @@ class EmoNet(SERModel):
 
     @classmethod
     def from_specs(cls, heads: dict[str, OutputSpec], sample_rate: int = 16000, **kwargs: Any) -> EmoNet:
-        """One domain per head: categories heads classify, dimensions heads regress (same FC-BN-dropout head)."""
+        """One domain per head: categories heads classify, dimensions heads regress (the same FC-BN-dropout head,
+        squashed into the range of a bounded dimension by tanh)."""
         for spec in heads.values():
             if spec.level != "utterance" or spec.kind == "embedding":
                 raise ValueError(f"EmoNet heads are utterance-level categories or dimensions, not {spec.to_json()}")
@@ -349,7 +354,14 @@ class EmoNet(SERModel):
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None, head: str | None = None):
         domain = self.resolve_head(head)
         pooled, _ = self.attend(waveforms, lengths, domain)
-        return self.classifiers[domain](pooled)
+        output = self.classifiers[domain](pooled)
+        spec = self.head_specs.get(domain)
+        if spec is not None and spec.range is not None:
+            # A bounded dimension (arousal/valence in [-1, 1]) is squashed into its range, so that predictions
+            # honour the declared output spec.
+            low, high = spec.range
+            output = (low + high) / 2 + (high - low) / 2 * torch.tanh(output)
+        return output
 
     def flops(self, seconds: float) -> float:
         """Multiply-accumulates ×2 of the convolutions, attention and the default head for one clip of ``seconds``."""

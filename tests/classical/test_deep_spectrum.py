@@ -24,7 +24,7 @@ from sermodels.runtime import weights_digest
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
-TORCHSCRIPT = REPO.parent / "shared" / "weights" / "mobilenet_v2_imagenet_int8_torchscript.pt"
+TORCHSCRIPT = SHARED / "weights" / "mobilenet_v2_imagenet_int8_torchscript.pt"
 IMAGE = {"colormap": "magma"}  # EmoNet paper §4.2
 SVM_RECIPE = REPO / "recipes" / "deep_spectrum" / "mobilenetv2_svm.emodb.yaml"
 LINEAR_RECIPE = REPO / "recipes" / "deep_spectrum" / "mobilenetv2.emodb.yaml"
