@@ -31,7 +31,7 @@ def test_utterance_head_on_emodb_with_av_values(tmp_path, emodb_root, capsys):
     assert data["n"] == 107 and data["targets"] == "label_map" and data["model"]["id"] == "toy_utterance"
     assert report.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     merged = json.loads(metrics.read_text())["emodb/test"]
-    assert merged == {"ccc": data["ccc"], "ccc_mean": data["ccc_mean"], "n": 107}
+    assert merged == {"ccc": data["ccc"], "ccc_mean": data["ccc_mean"], "n": 107, "metrics": data["metrics"]}
     # Without --label-space the built-in corpus has no numeric targets: a clear error, exit status 2.
     assert main([*args, "--split", "test", "--out", str(tmp_path / "x.json")]) == 2
     assert "pass label_map" in capsys.readouterr().err
@@ -52,6 +52,6 @@ def test_frame_head_on_the_generic_corpus_with_traces(tmp_path, emodb_root, caps
     data = json.loads(report.read_text())
     assert data["level"] == "frame" and data["n"] == len(wavs) and data["corpus"] == "folder"
     merged = json.loads(metrics.read_text())["folder/test"]
-    assert set(merged) == {"ccc", "ccc_sequence", "ccc_mean", "n", "n_frames"}
+    assert set(merged) == {"ccc", "ccc_sequence", "ccc_mean", "n", "n_frames", "metrics"}
     assert merged["ccc_mean"] == pytest.approx(1.0) and merged["n_frames"] == data["n_frames"]
     assert set(merged["ccc"]) == set(NAMES)

@@ -52,7 +52,7 @@ SMALL_BUILDS: dict[str, SmallBuild] = {
         lambda: {
             # two categories domains and a dimensions head, at a sixteenth of the paper's widths
             "domains": {"emodb": EMODB_LABELS, "urdu": ["angry", "happy"], "av": ["arousal", "valence"]},
-            "head_kinds": {"av": "dimensions"},
+            "head_specs": {"av": {"kind": "dimensions", "names": ["arousal", "valence"], "range": [-1, 1]}},
             "stem": 4,
             "widths": [4, 8, 16],
             "attention_units": 8,

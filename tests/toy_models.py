@@ -28,17 +28,22 @@ def _frame_energy(waveforms: torch.Tensor, lengths: torch.Tensor | None, hop: in
 
 
 class _Toy(SERModel):
-    def __init__(self, names: list[str] | None = None, sample_rate: int = 16000):
+    def __init__(self, names: list[str] | None = None, sample_rate: int = 16000, head: str = "av"):
         super().__init__()
         self.sample_rate = sample_rate
         self.names = list(names or ["arousal", "valence"])
         self.hop = int(sample_rate / FRAME_RATE)
         self.proj = nn.Linear(1, len(self.names))
-        self.heads = {"av": list(self.names)}
-        self.default_head = "av"
+        self.heads = {head: list(self.names)}
+        self.default_head = head
 
     def config(self) -> dict[str, Any]:
-        return {"names": self.names, "sample_rate": self.sample_rate}
+        return {"names": self.names, "sample_rate": self.sample_rate, "head": self.default_head}
+
+    @classmethod
+    def from_specs(cls, heads, sample_rate: int = 16000, **kwargs):
+        ((head, spec),) = heads.items()
+        return cls(list(spec.names), sample_rate, head)
 
     def frames(self, waveforms, lengths=None):
         energy, valid = _frame_energy(waveforms, lengths, self.hop)
@@ -53,9 +58,9 @@ class _Toy(SERModel):
 class ToyFrameModel(_Toy):
     """Frame-level arousal/valence in [-1, 1] at 100 frames per second: ``(B, frames, 2)``."""
 
-    def __init__(self, names: list[str] | None = None, sample_rate: int = 16000):
-        super().__init__(names, sample_rate)
-        self.head_specs = {"av": outputs.dimensions(self.names, level="frame", frame_rate=FRAME_RATE)}
+    def __init__(self, names: list[str] | None = None, sample_rate: int = 16000, head: str = "av"):
+        super().__init__(names, sample_rate, head)
+        self.head_specs = {head: outputs.dimensions(self.names, level="frame", frame_rate=FRAME_RATE)}
 
     def forward(self, waveforms, lengths=None, head=None):
         self.resolve_head(head)
@@ -65,9 +70,9 @@ class ToyFrameModel(_Toy):
 class ToyUtteranceModel(_Toy):
     """Utterance-level arousal/valence in [-1, 1]: the mean of the frame values, ``(B, 2)``."""
 
-    def __init__(self, names: list[str] | None = None, sample_rate: int = 16000):
-        super().__init__(names, sample_rate)
-        self.head_specs = {"av": outputs.dimensions(self.names)}
+    def __init__(self, names: list[str] | None = None, sample_rate: int = 16000, head: str = "av"):
+        super().__init__(names, sample_rate, head)
+        self.head_specs = {head: outputs.dimensions(self.names)}
 
     def forward(self, waveforms, lengths=None, head=None):
         self.resolve_head(head)

@@ -39,12 +39,13 @@ def report_kind(report: Mapping[str, Any]) -> str:
 #: The numbers of a report that metrics.json keeps (whichever the report has): categories, LOSO, dimensions.
 METRICS_KEYS = (
     "uar", "war", "macro_f1", "n", "fold_uar_mean", "fold_uar_std", "folds_n",
-    "ccc", "ccc_sequence", "ccc_mean", "n_frames",
+    "ccc", "ccc_sequence", "ccc_mean", "n_frames", "metrics",
 )  # fmt: skip
 
 
 def metrics_entry(report: Mapping[str, Any]) -> dict[str, Any]:
-    """The headline numbers of a report, as ``metrics.json`` stores them per ``<corpus>/<split>``."""
+    """The headline numbers of a report, as ``metrics.json`` stores them per ``<corpus>/<split>`` (for dimensions
+    also ``metrics``: CCC, Pearson r and RMSE per dimension)."""
     return {key: report[key] for key in METRICS_KEYS if key in report}
 
 

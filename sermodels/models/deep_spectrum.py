@@ -124,6 +124,13 @@ class DeepSpectrumModel(SERModel):
         self.resolve_head(head)
         return self.classifier(self.standardizer(features.float()))
 
+    @property
+    def feature_statistics_fitted(self) -> bool:
+        """False for a fresh model, whose z-score is the identity until statistics are fitted or loaded (fitted
+        statistics of real features are never exactly zero means and unit deviations)."""
+        std = self.standardizer
+        return not (bool((std.mean == 0).all()) and bool((std.std == 1).all()))
+
     def fit_feature_statistics(self, features: torch.Tensor) -> None:
         """Fit the z-score on the training partition's features ``(N, D)`` (before the first step)."""
         self.standardizer.fit(features)

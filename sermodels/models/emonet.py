@@ -39,9 +39,10 @@ Departures, all documented:
 - The stem's BN is followed by a ReLU (§5.2 lists convolution and BN only). The released weights were trained so.
 - New adapters start at zero, so a new domain starts as the shared network seen through the BN it copies; the
   paper does not say how adapters are initialised.
-- A head may also be dimensional (``head_kinds={"av_values": "dimensions"}``): the same FC-BN-ReLU-dropout head with
-  one linear output per dimension, squashed by tanh into the declared range of a bounded dimension (arousal/valence
-  in [-1, 1]); trained with the CCC loss by :class:`~sermodels.tasks.regression.RegressionTask`. The paper's heads
+- A head may also be dimensional (``head_specs={"av_values": <dimensions OutputSpec as JSON>}``): the same
+  FC-BN-ReLU-dropout head with one linear output per dimension, squashed by tanh into the declared range of a
+  bounded dimension (arousal/valence in [-1, 1]), linear when the spec has no range; trained with the CCC loss by
+  :class:`~sermodels.tasks.regression.RegressionTask`. The paper's heads
   are all categorical.
 - Only training clips are cropped to 5 s (§5.1 caps segments at 5 s); evaluation scores whole clips, and
   ``sermodels predict`` scores long files in 30 s windows (``default_chunk_seconds``) whose logits it averages.
@@ -66,7 +67,7 @@ from sermodels.layers.attention import AttentionPooling
 from sermodels.layers.heads import DenseHead
 from sermodels.layers.masks import time_mask
 from sermodels.models.base import SERModel, valid_lengths
-from sermodels.outputs import OutputSpec, dimensions
+from sermodels.outputs import OutputSpec, specs_to_json
 
 #: §5.1: 512-point FFT, hop 256, 64 mel bands at 16 kHz.
 DEFAULT_FRONTEND: dict[str, Any] = {"n_fft": 512, "hop_length": 256, "n_mels": 64}
@@ -114,7 +115,7 @@ class EmoNet(SERModel):
         hidden: int = 128,
         dropout: float = 0.3,
         frontend: dict[str, Any] | None = None,
-        head_kinds: dict[str, str] | None = None,
+        head_specs: dict[str, dict[str, Any]] | None = None,
     ):
         super().__init__()
         if not domains:
@@ -123,11 +124,12 @@ class EmoNet(SERModel):
         self.sample_rate = sample_rate
         self.heads = {name: list(labels) for name, labels in domains.items()}
         self.head_specs: dict[str, OutputSpec] = {}
-        unknown = sorted(set(head_kinds or {}) - set(domains))
+        unknown = sorted(set(head_specs or {}) - set(domains))
         if unknown:
-            raise ValueError(f"head_kinds names heads that are not domains: {unknown}")
+            raise ValueError(f"head_specs names heads that are not domains: {unknown}")
         for name, labels in domains.items():
-            self._set_kind(name, labels, (head_kinds or {}).get(name, "categories"))
+            given = (head_specs or {}).get(name)
+            self._set_spec(name, labels, None if given is None else OutputSpec.from_json(given, f"head {name!r}"))
         self.default_head = names[0] if default_head is None else default_head
         self.resolve_head(self.default_head)
         self.stem_channels = stem
@@ -169,7 +171,7 @@ class EmoNet(SERModel):
             "hidden": self.hidden,
             "dropout": self.dropout,
             "frontend": {key: value for key, value in mel.items() if key != "sample_rate"},
-        } | ({"head_kinds": self.head_kinds()} if self.head_specs else {})
+        } | ({"head_specs": specs_to_json(self.head_specs)} if self.head_specs else {})
 
     @classmethod
     def from_specs(cls, heads: dict[str, OutputSpec], sample_rate: int = 16000, **kwargs: Any) -> EmoNet:
@@ -178,23 +180,22 @@ class EmoNet(SERModel):
         for spec in heads.values():
             if spec.level != "utterance" or spec.kind == "embedding":
                 raise ValueError(f"EmoNet heads are utterance-level categories or dimensions, not {spec.to_json()}")
-        kinds = {name: spec.kind for name, spec in heads.items() if spec.kind != "categories"}
+        others = {name: spec.to_json() for name, spec in heads.items() if spec.kind != "categories"}
         domains = {name: list(spec.names) for name, spec in heads.items()}
-        return cls(domains, sample_rate=sample_rate, head_kinds=kinds or None, **kwargs)
+        return cls(domains, sample_rate=sample_rate, head_specs=others or None, **kwargs)
 
-    def head_kinds(self) -> dict[str, str]:
-        """Kinds of the heads that are not categories heads (config.json stores only those)."""
-        return {name: spec.kind for name, spec in self.head_specs.items()}
-
-    def _set_kind(self, name: str, labels: list[str], kind: str) -> None:
-        if kind == "categories":
+    def _set_spec(self, name: str, labels: list[str], spec: OutputSpec | None) -> None:
+        """Record a head's spec: ``None`` (or a categories spec) for a categories head over ``labels``."""
+        if spec is None or spec.kind == "categories":
             if len(labels) < 2:
                 raise ValueError(f"head {name!r} needs at least two classes, got {labels}")
             self.head_specs.pop(name, None)
-        elif kind == "dimensions":
-            self.head_specs[name] = dimensions(labels)
-        else:
-            raise ValueError(f"EmoNet head {name!r}: kind must be categories or dimensions, got {kind!r}")
+            return
+        if spec.kind != "dimensions" or spec.level != "utterance":
+            raise ValueError(f"EmoNet heads are utterance-level categories or dimensions, not {spec.to_json()}")
+        if list(spec.names) != list(labels):
+            raise ValueError(f"head {name!r}: spec names {list(spec.names)} differ from the head's {list(labels)}")
+        self.head_specs[name] = spec
 
     @property
     def domains(self) -> list[str]:
@@ -222,13 +223,12 @@ class EmoNet(SERModel):
         check_domain_name(name)
         if name in self.heads and not replace:
             raise ValueError(f"domain {name!r} exists already (pass replace=True to re-initialise it)")
-        kind = "categories"
-        if isinstance(labels, OutputSpec):
-            if labels.level != "utterance" or labels.kind == "embedding":
-                raise ValueError(f"EmoNet heads are utterance-level categories or dimensions, not {labels.to_json()}")
-            kind, labels = labels.kind, list(labels.names)
-        if kind == "categories" and len(labels) < 2:
+        spec = labels if isinstance(labels, OutputSpec) else None
+        labels = list(spec.names) if spec is not None else list(labels)
+        if (spec is None or spec.kind == "categories") and len(labels) < 2:
             raise ValueError(f"head {name!r} needs at least two classes, got {labels}")
+        if spec is not None and (spec.level != "utterance" or spec.kind == "embedding"):
+            raise ValueError(f"EmoNet heads are utterance-level categories or dimensions, not {spec.to_json()}")
         if like is not None:
             self.resolve_head(like)
         if copy_adapters and like is None:
@@ -244,7 +244,7 @@ class EmoNet(SERModel):
         head = DenseHead(self.embedding_dim, self.hidden, len(labels), self.dropout)
         self.classifiers[name] = head.to(device=device, dtype=dtype).train(self.training)
         self.heads[name] = list(labels)
-        self._set_kind(name, list(labels), kind)
+        self._set_spec(name, list(labels), spec)
 
     def remove_domain(self, name: str) -> None:
         self.resolve_head(name)

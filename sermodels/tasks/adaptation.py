@@ -16,8 +16,16 @@ Sizes and optimisers from §4.2: ``C_D`` has fully connected layers of 512, 512,
 first three; RMSProp for ``C_D`` and Adam for ``F_T``, learning rates 5e-5 to 7e-5 (:data:`NICU_LR`). The
 extractor is the model's ``embed`` (its utterance representation) and ``C_L`` the head the source stream trains.
 Batches come from :class:`sermodels.data.adaptation.AdaptationDataModule`: ``{"source": labelled batch, "target":
-batch}``; target labels are never read. Validation scores the source dev partition (the unsupervised variant:
-"trained until the first term in Eq. 4 was saturated"; the target has no labels to select on).
+batch}``; target labels are never read. With ``frozen_source=False`` (WDGRL's one shared extractor) the source
+features come from ``F_T`` too and the extractor's loss is the whole estimate ``mean C(F(x)) − mean C(F(z))``.
+
+Manual optimisation: Lightning counts every optimiser step, so one batch is ``critic_steps + 1`` steps of
+``trainer.max_steps`` (bound runs by ``max_epochs`` or ``limit_train_batches``). Under DDP, give
+``strategy=ddp_find_unused_parameters_true``: the critic and the extractor are stepped in separate backward passes.
+
+Validation scores the source dev partition, so ``restore_best`` keeps the epoch that classifies the source best,
+which need not be the best adapted one: the unsupervised variant of §4.2 trains "until the first term in Eq. 4 was
+saturated" and the target has no labels to select on; pass ``restore_best=False`` to keep the last weights.
 """
 
 from __future__ import annotations
@@ -123,28 +131,36 @@ class AdaptationTask(TransferTask):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         source, target = batch["source"], batch["target"]
+        if self._skip_single and len(target["waveforms"]) < 2:
+            return None  # BatchNorm layers in training mode cannot normalise a one-clip target batch
         extractor_opt, critic_opt = self.optimizers()
-        with torch.no_grad():
-            source_net = self.source_net if self.source_net is not None else self.net
-            fs = self.embed(source_net, source["waveforms"], source["lengths"]).float()
-            ft_fixed = self.embed(self.net, target["waveforms"], target["lengths"]).float()
-        # Critic: maximise the Wasserstein estimate between the (fixed) source and target features.
+        # F_T(z), once per step: the critic reads it detached, the extractor's loss through the graph.
+        ft = self.embed(self.net, target["waveforms"], target["lengths"]).float()
+        shared = self.source_net is None  # WDGRL's shared extractor: the source features train too
+        if shared:
+            fs = self.embed(self.net, source["waveforms"], source["lengths"]).float()
+        else:
+            with torch.no_grad():
+                fs = self.embed(self.source_net, source["waveforms"], source["lengths"]).float()
+        # Critic (Eq. 3): maximise the Wasserstein estimate between the source and target features.
         for _ in range(self.critic_steps):
-            critic_loss = losses.wasserstein_critic_loss(self.critic(fs), self.critic(ft_fixed))
-            penalty = losses.gradient_penalty(self.critic, fs, ft_fixed)
+            critic_loss = losses.wasserstein_critic_loss(self.critic(fs.detach()), self.critic(ft.detach()))
+            penalty = losses.gradient_penalty(self.critic, fs.detach(), ft.detach())
             critic_opt.zero_grad()
             self.manual_backward(critic_loss + self.gp_weight * penalty)
             critic_opt.step()
-        # Extractor: move the target features towards the source (minimise the estimate) and keep classifying.
+        # Extractor (Eq. 4): lower the estimate (target features towards the source) and keep classifying.
         self.critic.requires_grad_(False)
-        ft = self.embed(self.net, target["waveforms"], target["lengths"]).float()
         adversarial = -self.critic(ft).mean()
+        if shared:
+            adversarial = adversarial + self.critic(fs).mean()
         loss = adversarial
         classification = None
         if self.classification_weight and not (self._skip_single and len(source["waveforms"]) < 2):
             logits = self.net(source["waveforms"], source["lengths"], self.source_head)
-            weight = self.class_weights.get(self.source_head)
-            classification = losses.weighted_cross_entropy(logits, source["labels"], weight)
+            classification = losses.weighted_cross_entropy(
+                logits, source["labels"], self.class_weights_of(self.source_head)
+            )
             loss = loss + self.classification_weight * classification
         extractor_opt.zero_grad()
         self.manual_backward(loss)

@@ -32,19 +32,22 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from sermodels import losses
 from sermodels.metrics import uar
 from sermodels.models.base import SERModel
 from sermodels.outputs import OutputSpec, categories
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "plateau", "steps", "cosine", "onecycle")
 #: EmoNet §5.2.2: SGD with momentum 0.9 and L2 1e-6, learning rate 0.1.
 DEFAULT_OPTIMIZER: dict[str, Any] = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-6}
 #: EmoNet §5.2.2: ×0.1 when the dev UAR has not improved for 50 epochs, down to 0.001.
 DEFAULT_SCHEDULE: dict[str, Any] = {"name": "plateau", "patience": 50, "min_lr": 1e-3, "stage_steps": 2500}
+#: What every schedule reads (a schedule given by name starts from these, not from another schedule's settings).
+SCHEDULE_SETTINGS: dict[str, Any] = {"patience": 50, "min_lr": 0.0, "stage_steps": 2500}
 STATE_KEY = "sermodels_task"
+REGRESSION_LOSSES = ("ccc", "sequence_ccc", "mse")
 
 
 def build_model(spec: Mapping[str, Any] | None, heads: dict[str, OutputSpec], sample_rate: int) -> SERModel:
@@ -58,15 +61,51 @@ def build_model(spec: Mapping[str, Any] | None, heads: dict[str, OutputSpec], sa
     return get_model_class(arch).from_specs(heads, sample_rate=sample_rate, **args)
 
 
+def optimizers() -> dict[str, type[torch.optim.Optimizer]]:
+    """Every optimiser of ``torch.optim`` by its lower-case name (sgd, adam, adamw, adadelta, rmsprop, ...)."""
+    found = {}
+    for name in dir(torch.optim):
+        value = getattr(torch.optim, name)
+        if isinstance(value, type) and issubclass(value, torch.optim.Optimizer) and value is not torch.optim.Optimizer:
+            found[name.lower()] = value
+    return found
+
+
 def optimizer_for(params: list[torch.nn.Parameter], options: Mapping[str, Any]) -> torch.optim.Optimizer:
     args = dict(options)
-    name = args.pop("name", "sgd")
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer name must be one of {OPTIMIZERS}, got {name!r}")
+    name = str(args.pop("name", "sgd")).lower()
+    known = optimizers()
+    if name not in known:
+        raise ValueError(f"optimizer name must be one of torch.optim's {sorted(known)}, got {name!r}")
     if not params:
         raise ValueError("no parameter requires a gradient: nothing to train")
-    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
-    return cls(params, **args)
+    return known[name](params, **args)
+
+
+def merge_options(given: Mapping[str, Any] | None, default: Mapping[str, Any], base: Mapping[str, Any] = {}) -> dict:
+    """``given`` over the task's ``default`` when it names the same thing (or no name); a ``given`` with another name
+    starts afresh from ``base`` (Adam's options never inherit SGD's momentum, a cosine schedule no plateau)."""
+    given = dict(given or {})
+    if given.get("name", default["name"]) != default["name"]:
+        return dict(base) | given
+    return dict(default) | given
+
+
+def frozen_batchnorm(module: nn.Module) -> bool:
+    """A BatchNorm layer with parameters, none of which trains: its running statistics must stay as they are."""
+    params = list(module.parameters(recurse=False))
+    return (
+        isinstance(module, nn.modules.batchnorm._BatchNorm)
+        and bool(params)
+        and not any(p.requires_grad for p in params)
+    )
+
+
+def has_trainable_batchnorm(net: nn.Module) -> bool:
+    return any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and any(p.requires_grad for p in m.parameters())
+        for m in net.modules()
+    )
 
 
 class SERTask(L.LightningModule):
@@ -74,9 +113,15 @@ class SERTask(L.LightningModule):
 
     Args:
         model: ``{"arch": NAME, **constructor arguments}`` of a fresh model (heads come from the data).
-        optimizer / schedule: see the module docstring (defaults: EmoNet §5.2.2).
+        optimizer / schedule: see the module docstring (defaults: EmoNet §5.2.2, or the regime's
+            ``default_optimizer``/``default_schedule``); a partial setting is merged over the default of its name.
         restore_best: end fitting with the weights of the best validation score.
     """
+
+    default_optimizer: dict[str, Any] = DEFAULT_OPTIMIZER
+    default_schedule: dict[str, Any] = DEFAULT_SCHEDULE
+    #: The loss of dimensional heads (``ccc``, ``sequence_ccc`` or ``mse``); regimes that train them may change it.
+    regression_loss: str = "ccc"
 
     def __init__(
         self,
@@ -88,10 +133,8 @@ class SERTask(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.model_spec = dict(model or {})
-        self.optimizer_options = DEFAULT_OPTIMIZER | dict(optimizer or {})
-        if optimizer and optimizer.get("name", "sgd") != "sgd":
-            self.optimizer_options = dict(optimizer)  # SGD's momentum means nothing to Adam
-        self.schedule = DEFAULT_SCHEDULE | dict(schedule or {})
+        self.optimizer_options = merge_options(optimizer, self.default_optimizer)
+        self.schedule = merge_options(schedule, self.default_schedule, SCHEDULE_SETTINGS)
         if self.schedule["name"] not in SCHEDULES:
             raise ValueError(f"schedule name must be one of {SCHEDULES}, got {self.schedule['name']!r}")
         if self.schedule["patience"] < 1 or self.schedule["stage_steps"] < 1:
@@ -105,6 +148,7 @@ class SERTask(L.LightningModule):
         self.best_state: dict[str, torch.Tensor] | None = None
         self.stale = 0
         self.history: list[dict[str, float]] = []
+        self._skip_single = False
         self._val: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]] = {}
 
     # ---- building from the data ------------------------------------------------------------------------------------
@@ -124,7 +168,11 @@ class SERTask(L.LightningModule):
         missing = sorted(set(self.stream_head.values()) - set(self.net.heads))
         if missing:
             raise ValueError(f"the model has no head {missing} for the data's streams {self.streams}")
+        for head, wanted in heads.items():
+            check_spec(head, self.net.output_spec(head), wanted)
         self.after_net(data)
+        # A BatchNorm layer in training mode cannot normalise one clip: such batches are skipped.
+        self._skip_single = has_trainable_batchnorm(self.net)
 
     def heads_from_data(self, data) -> dict[str, OutputSpec]:
         """Head name -> output spec for the data's streams; fills ``streams``, ``stream_head``, ``round_robin``."""
@@ -165,8 +213,36 @@ class SERTask(L.LightningModule):
             raise RuntimeError(f"a batch mixes heads {sorted(heads)}; use multi_corpus='round_robin'")
         return heads.pop()
 
+    def head_output(self, batch: dict[str, Any], head: str) -> torch.Tensor:
+        """The head's output for a batch (regimes may compute it from cached features)."""
+        return self.net(batch["waveforms"], batch["lengths"], head)
+
+    def loss_for(self, batch: dict[str, Any], head: str) -> torch.Tensor:
+        """The loss of one head on one batch, by the head's kind: (class-weighted) cross-entropy for categories, the
+        regime's ``regression_loss`` for dimensions."""
+        output = self.head_output(batch, head)
+        if self.net.output_spec(head).kind == "categories":
+            return losses.weighted_cross_entropy(output, batch["labels"], self.class_weights_of(head))
+        target, mask = targets_of(batch, head, output, self.net)
+        return regression_loss(self.regression_loss, output.float(), target, mask)
+
+    def class_weights_of(self, head: str) -> torch.Tensor | None:
+        return None
+
     def batch_loss(self, batch: dict[str, Any]) -> torch.Tensor | None:
-        raise NotImplementedError
+        """The loss of a single-head batch (``None`` for a one-clip batch the BatchNorm layers cannot train on)."""
+        if self._skip_single and len(batch["waveforms"]) < 2:
+            return None
+        head = self.head_of(batch)
+        loss = self.loss_for(batch, head)
+        self.log(f"train/{head}/loss", loss, batch_size=len(batch["waveforms"]))
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        # BatchNorm layers whose parameters are frozen keep their running statistics (transfer of a frozen base).
+        for module in self.net.modules():
+            if frozen_batchnorm(module):
+                module.eval()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         parts = [batch] if "waveforms" in batch else list(batch.values())
@@ -186,7 +262,7 @@ class SERTask(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         head = self.head_of(batch)
-        output = self.net(batch["waveforms"], batch["lengths"], head)
+        output = self.head_output(batch, head)
         spec = self.net.output_spec(head)
         target, mask = targets_of(batch, head, output, self.net)
         pred = output.argmax(-1) if spec.kind == "categories" else output.float()
@@ -332,6 +408,31 @@ class SERTask(L.LightningModule):
         }
 
 
+#: Output frames and trace frames of one clip may differ by this much (edge frames of a convolution or an STFT).
+FRAME_TOLERANCE = 1
+
+
+def check_spec(head: str, has: OutputSpec, wanted: OutputSpec) -> None:
+    """The model's head must output what the data's targets are: kind, names, level and frame rate (the value range
+    and the score kind are the model's own business)."""
+    fields = ("kind", "names", "level", "frame_rate")
+    if any(getattr(has, f) != getattr(wanted, f) for f in fields):
+        raise ValueError(f"head {head!r} outputs {has.to_json()}, the data's targets need {wanted.to_json()}")
+
+
+def regression_loss(name: str, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """1 − CCC over everything pooled (``ccc``), 1 − the mean per-sequence CCC (``sequence_ccc``), or MSE."""
+    if name == "ccc":
+        return losses.ccc_loss(output, target, mask)
+    if name == "mse":
+        return losses.mse_loss(output, target, mask)
+    if name != "sequence_ccc":
+        raise ValueError(f"regression loss must be one of {REGRESSION_LOSSES}, got {name!r}")
+    if mask is None:
+        raise ValueError("the sequence_ccc loss needs frame-level outputs and traces")
+    return losses.sequence_ccc_loss(output, target, mask)
+
+
 def _target_spec(data, corpus: str | None, names: list[str]) -> OutputSpec:
     """What a head must output to learn a data module's targets (its ``target_spec``; class names otherwise)."""
     if hasattr(data, "target_spec"):
@@ -343,7 +444,7 @@ def gather_rows(module: L.LightningModule, rows: torch.Tensor) -> torch.Tensor:
     """Every rank's ``rows`` ``(N, ...)`` concatenated in rank order, on every rank (the rows themselves on one
     process). Under DDP each rank scores a disjoint, unpadded shard of the dev set, so the shards differ in length:
     they are padded to a common length to gather, and the padding is dropped again."""
-    if module.trainer is None or module.trainer.world_size <= 1:
+    if module._trainer is None or module.trainer.world_size <= 1:
         return rows
     counts = module.all_gather(torch.tensor([len(rows)], device=module.device)).flatten().tolist()
     width = max(counts)
@@ -367,15 +468,22 @@ def targets_of(
     if spec.kind == "dimensions" and spec.level == "utterance":
         if "targets" not in batch:
             raise KeyError("a dimensional head needs batch['targets'] (a numeric label space such as av_values)")
-        return batch["targets"].to(output.dtype), None
+        return batch["targets"].float(), None
     if spec.kind == "dimensions":
         if "traces" not in batch:
             raise KeyError("a frame-level head needs batch['traces'] and batch['trace_mask']")
         frames = min(output.shape[1], batch["traces"].shape[1])
         valid = net.output_lengths(batch["lengths"], head).to(output.device)
+        gap = (valid - batch["trace_lengths"].to(output.device)).abs()
+        if (gap > FRAME_TOLERANCE).any():
+            row = int(gap.argmax())
+            raise ValueError(
+                f"head {head!r} outputs {int(valid[row])} frames for {batch['paths'][row]}, its trace has "
+                f"{int(batch['trace_lengths'][row])}: more than {FRAME_TOLERANCE} frame apart (different frame rates?)"
+            )
         steps = torch.arange(frames, device=output.device)
         mask = batch["trace_mask"][:, :frames].bool() & (steps[None] < valid[:, None])
         padded = F.pad(batch["traces"][:, :frames], (0, 0, 0, output.shape[1] - frames))
         full_mask = F.pad(mask, (0, output.shape[1] - frames), value=False)
-        return padded.to(output.dtype), full_mask
+        return padded.float(), full_mask
     raise ValueError(f"no training target for a {spec.level}-level {spec.kind} head")

@@ -3,11 +3,14 @@
 - :class:`ClassificationTask`: one head per stream (a corpus, or a pooled label space such as EmoNet's aggregated
   arousal or valence, §6.2); a batch trains the head of its stream. With a model whose front-end is frozen
   (``frozen_features`` / ``classify_features``, e.g. Deep Spectrum), the features of unchanged clips are computed
-  once and reused across epochs, and a model that standardises its features (``fit_feature_statistics``) has them
-  fitted on the training partition before the first step.
+  once and reused across epochs, and a fresh model that standardises its features (``fit_feature_statistics``) has
+  them fitted on the training partition before the first step.
 - :class:`MultiDomainTask`: the same loss on round-robin batches of several corpora, one head per corpus, through a
   multi-domain model (EmoNet §6.1: shared convolutions and attention, adapters + BN + head per corpus). It talks to
   the model through ``add_domain`` / ``domain_parameters`` / ``shared_parameters`` only.
+
+Dimensional heads among the streams (a numeric label space) are trained with the regime's regression loss
+(:meth:`~sermodels.tasks.base.SERTask.loss_for`), so the transfer and multitask regimes built on this one handle both.
 """
 
 from __future__ import annotations
@@ -16,19 +19,10 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
-from torch import nn
 
-from sermodels import losses
 from sermodels.tasks.base import SERTask
 
 MULTI_DOMAIN_METHODS = ("add_domain", "domain_parameters", "shared_parameters")
-
-
-def has_trainable_batchnorm(net: nn.Module) -> bool:
-    return any(
-        isinstance(m, nn.modules.batchnorm._BatchNorm) and any(p.requires_grad for p in m.parameters())
-        for m in net.modules()
-    )
 
 
 class ClassificationTask(SERTask):
@@ -56,25 +50,32 @@ class ClassificationTask(SERTask):
         self.class_weights: dict[str, torch.Tensor] = {}
         self._features: dict[str, torch.Tensor] = {}
         self._reuse_features = False
-        self._skip_single = False
         self._train_sets: list = []
 
     def after_net(self, data) -> None:
-        spaces = getattr(data, "spaces", None)
         if self.class_weighted:
-            if spaces:
-                self.class_weights = {space: data.class_weights(space) for space in spaces}
-            else:
-                for corpus in self.streams:
-                    head = self.stream_head[corpus]
-                    if head not in self.class_weights:
-                        self.class_weights[head] = data.class_weights(corpus if head == corpus else None)
+            self.class_weights = self._class_weights(data)
         frozen = hasattr(self.net, "frozen_features")
         self._reuse_features = frozen and self.cache_features and getattr(data, "max_duration", 1) is None
-        # A BatchNorm layer in training mode cannot normalise one clip: such batches are skipped.
-        self._skip_single = has_trainable_batchnorm(self.net)
         datasets = getattr(data, "datasets", {})
         self._train_sets = [datasets[c]["train"] for c in self.streams if c in datasets]
+
+    def _class_weights(self, data) -> dict[str, torch.Tensor]:
+        """Inverse class frequencies of each categories head's training data (dimensional heads have none)."""
+        weights: dict[str, torch.Tensor] = {}
+        if getattr(data, "spaces", None):
+            for space in data.spaces:
+                if self.net.output_spec(space).kind == "categories":
+                    weights[space] = data.class_weights(space)
+            return weights
+        for corpus in self.streams:
+            head = self.stream_head[corpus]
+            if head not in weights and self.net.output_spec(head).kind == "categories":
+                weights[head] = data.class_weights(corpus if head == corpus else None)
+        return weights
+
+    def class_weights_of(self, head: str) -> torch.Tensor | None:
+        return self.class_weights.get(head)
 
     # ---- frozen features (Deep Spectrum) ---------------------------------------------------------------------------
     def head_output(self, batch: dict[str, Any], head: str) -> torch.Tensor:
@@ -96,12 +97,13 @@ class ClassificationTask(SERTask):
         return feats
 
     def on_fit_start(self) -> None:
-        """Fit the model's feature statistics (z-score) on the training partition's whole clips."""
-        if not hasattr(self.net, "fit_feature_statistics"):
+        """Fit a fresh model's feature statistics (z-score) on the training partition's whole clips; a pretrained
+        model keeps its own."""
+        if not hasattr(self.net, "fit_feature_statistics") or getattr(self.net, "feature_statistics_fitted", False):
             return
         from torch.utils.data import DataLoader
 
-        from sermodels.data.datamodule import pad_collate
+        from sermodels.data.collate import pad_collate
 
         rows = []
         for dataset in self._train_sets:
@@ -110,31 +112,6 @@ class ClassificationTask(SERTask):
                 batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 rows.append(self.frozen_features(batch).cpu())
         self.net.fit_feature_statistics(torch.cat(rows))
-
-    # ---- steps -----------------------------------------------------------------------------------------------------
-    def batch_loss(self, batch: dict[str, Any]) -> torch.Tensor | None:
-        if self._skip_single and len(batch["waveforms"]) < 2:
-            return None
-        head = self.head_of(batch)
-        logits = self.head_output(batch, head)
-        loss = losses.weighted_cross_entropy(logits, batch["labels"], self.class_weights.get(head))
-        self.log(f"train/{head}/loss", loss, batch_size=len(batch["labels"]))
-        return loss
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not hasattr(self.net, "frozen_features"):
-            return super().validation_step(batch, batch_idx, dataloader_idx)
-        head = self.head_of(batch)
-        pred = self.head_output(batch, head).argmax(-1)
-        self._val.setdefault(self.stream_of(batch), []).append((pred.detach(), batch["labels"].detach(), None))
-
-    def on_train_epoch_start(self) -> None:
-        # BatchNorm layers whose parameters are frozen keep their running statistics (transfer of a frozen base).
-        for module in self.net.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
-                p.requires_grad for p in module.parameters()
-            ):
-                module.eval()
 
     def training_summary(self) -> dict[str, Any]:
         return {**super().training_summary(), "class_weighted": self.class_weighted}

@@ -15,9 +15,8 @@ from typing import Any
 import torch
 
 from sermodels import losses
-from sermodels.tasks.base import targets_of
+from sermodels.tasks.base import REGRESSION_LOSSES
 from sermodels.tasks.classification import ClassificationTask
-from sermodels.tasks.regression import LOSSES, regression_loss
 
 RECONSTRUCTION = "reconstruction"
 
@@ -41,8 +40,8 @@ class MultitaskTask(ClassificationTask):
         restore_best: bool = True,
         class_weighted: bool = True,
     ):
-        if regression_loss not in LOSSES:
-            raise ValueError(f"regression_loss must be one of {LOSSES}, got {regression_loss!r}")
+        if regression_loss not in REGRESSION_LOSSES:
+            raise ValueError(f"regression_loss must be one of {REGRESSION_LOSSES}, got {regression_loss!r}")
         super().__init__(model, optimizer, schedule, restore_best, class_weighted)
         self.weights = dict(weights or {})
         self.regression_loss = regression_loss
@@ -59,22 +58,18 @@ class MultitaskTask(ClassificationTask):
         if self._skip_single and len(batch["waveforms"]) < 2:
             return None
         head = self.head_of(batch)
-        spec = self.net.output_spec(head)
-        if spec.kind == "categories":
-            logits = self.head_output(batch, head)
-            loss = losses.weighted_cross_entropy(logits, batch["labels"], self.class_weights.get(head))
-        else:
-            output = self.net(batch["waveforms"], batch["lengths"], head).float()
-            target, mask = targets_of(batch, head, output, self.net)
-            loss = regression_loss(self.regression_loss, output, target, mask)
-        self.log(f"train/{head}/loss", loss, batch_size=len(batch["waveforms"]))
-        loss = self.weights.get(head, 1.0) * loss
+        loss = None
+        weight = self.weights.get(head, 1.0)
+        if weight:  # a head of weight 0 is not trained (the autoencoder-only setting needs no labels)
+            head_loss = self.loss_for(batch, head)
+            self.log(f"train/{head}/loss", head_loss, batch_size=len(batch["waveforms"]))
+            loss = weight * head_loss
         weight = self.weights.get(RECONSTRUCTION, 0.0)
         if weight:
             recon, target, mask = self.net.reconstruct(batch["waveforms"], batch["lengths"])
             rec_loss = losses.reconstruction_loss(recon.float(), target.float(), mask)
             self.log(f"train/{RECONSTRUCTION}/loss", rec_loss, batch_size=len(batch["waveforms"]))
-            loss = loss + weight * rec_loss
+            loss = weight * rec_loss if loss is None else loss + weight * rec_loss
         return loss
 
     def regime(self) -> str:

@@ -16,24 +16,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import torch
+from sermodels.tasks.base import REGRESSION_LOSSES, SERTask
 
-from sermodels import losses
-from sermodels.tasks.base import SERTask, targets_of
-
-LOSSES = ("ccc", "sequence_ccc", "mse")
 #: D4.2 §5: "Adam optimisation method, and a fixed learning rate of 2 · 10−3 throughout all experiments".
 D42_OPTIMIZER = {"name": "adam", "lr": 2e-3}
-
-
-def regression_loss(name: str, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    if name == "ccc":
-        return losses.ccc_loss(output, target, mask)
-    if name == "mse":
-        return losses.mse_loss(output, target, mask)
-    if mask is None:
-        raise ValueError("the sequence_ccc loss needs frame-level outputs and traces")
-    return losses.sequence_ccc_loss(output, target, mask)
 
 
 class RegressionTask(SERTask):
@@ -44,6 +30,9 @@ class RegressionTask(SERTask):
             defaults to Adam at 2e-3 with a fixed rate here, D4.2 §5's end-to-end setting).
     """
 
+    default_optimizer = D42_OPTIMIZER
+    default_schedule = {"name": "none", "patience": 50, "min_lr": 0.0, "stage_steps": 2500}
+
     def __init__(
         self,
         model: dict[str, Any] | None = None,
@@ -52,10 +41,10 @@ class RegressionTask(SERTask):
         schedule: dict[str, Any] | None = None,
         restore_best: bool = True,
     ):
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-        super().__init__(model, optimizer or dict(D42_OPTIMIZER), schedule or {"name": "none"}, restore_best)
-        self.loss_name = loss
+        if loss not in REGRESSION_LOSSES:
+            raise ValueError(f"loss must be one of {REGRESSION_LOSSES}, got {loss!r}")
+        super().__init__(model, optimizer, schedule, restore_best)
+        self.regression_loss = loss
 
     def after_net(self, data) -> None:
         kinds = {head: self.net.output_spec(head).kind for head in set(self.stream_head.values())}
@@ -63,13 +52,5 @@ class RegressionTask(SERTask):
         if wrong:
             raise ValueError(f"RegressionTask trains dimensional heads; {wrong} are not (use a numeric label space)")
 
-    def batch_loss(self, batch: dict[str, Any]) -> torch.Tensor | None:
-        head = self.head_of(batch)
-        output = self.net(batch["waveforms"], batch["lengths"], head).float()
-        target, mask = targets_of(batch, head, output, self.net)
-        loss = regression_loss(self.loss_name, output, target, mask)
-        self.log(f"train/{head}/loss", loss, batch_size=len(batch["waveforms"]))
-        return loss
-
     def regime(self) -> str:
-        return f"regression/{self.loss_name}"
+        return f"regression/{self.regression_loss}"

@@ -92,11 +92,18 @@ def group_parameters(model: SERModel, groups: list[str]) -> list[tuple[str, nn.P
 
 
 def reinitialise(model: SERModel, groups: list[str]) -> None:
-    """Fresh initialisation (each module's ``reset_parameters``) of every module in the named groups."""
+    """Give the named groups the values of a freshly built model of the same configuration (its own initialisation:
+    EmoNet's Kaiming convolutions, zero adapters, fresh BN statistics), drawn from the current random state."""
+    if not groups:
+        return
     prefixes = _prefixes(model, groups)
-    for name, module in model.named_modules():
-        if name and _inside(name, prefixes) and hasattr(module, "reset_parameters"):
-            module.reset_parameters()
+    fresh = type(model)(**model.config()).state_dict()
+    model.load_state_dict({name: fresh[name] for name in fresh if _inside(name, prefixes)}, strict=False)
+
+
+def same_output(a: OutputSpec, b: OutputSpec) -> bool:
+    """Whether two heads output the same thing (kind, names, level, frame rate)."""
+    return all(getattr(a, f) == getattr(b, f) for f in ("kind", "names", "level", "frame_rate"))
 
 
 class TransferTask(ClassificationTask):
@@ -130,6 +137,8 @@ class TransferTask(ClassificationTask):
             raise ValueError(f"transfer mode must be one of {MODES}, got {mode!r}")
         if mode != "groups" and (freeze or freeze_upto or reinit):
             raise ValueError("freeze / freeze_upto / reinit belong to mode='groups'")
+        if mode == "groups" and keep_base_domains:
+            raise ValueError("keep_base_domains belongs to the adapters and head modes (groups trains shared layers)")
         options = {"lr": MODE_LR[mode]} | dict(optimizer or {})
         super().__init__(None, options, schedule, restore_best, class_weighted, cache_features)
         self.init_from = init_from
@@ -154,7 +163,7 @@ class TransferTask(ClassificationTask):
 
     def _prepare_groups(self, base: SERModel, heads: dict[str, OutputSpec]) -> SERModel:
         for name, spec in heads.items():
-            if name in base.heads and base.output_spec(name) == spec:
+            if name in base.heads and same_output(base.output_spec(name), spec):
                 continue
             if not hasattr(base, "add_domain"):
                 raise ValueError(
@@ -168,8 +177,13 @@ class TransferTask(ClassificationTask):
             if self.freeze_upto not in order:
                 raise ValueError(f"freeze_upto {self.freeze_upto!r} is not a layer group of {order}")
             frozen += order[: order.index(self.freeze_upto) + 1]
+        # The base's other heads would be invalid once shared layers train: they go (as in prepare_domains).
+        for name in [h for h in base.heads if h not in heads]:
+            if not hasattr(base, "remove_domain"):
+                raise ValueError(f"{self.init_from} has heads {sorted(base.heads)}; the data trains only {list(heads)}")
+            base.remove_domain(name)
         reinitialise(base, self.reinit)
-        base.requires_grad_(True)
+        # Parameters the architecture keeps frozen itself (a Deep Spectrum extractor) stay frozen.
         for _, param in group_parameters(base, frozen):
             param.requires_grad_(False)
         base.default_head = next(iter(heads))

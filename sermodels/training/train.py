@@ -7,6 +7,8 @@ module (:class:`~sermodels.data.spaces.SpacesDataModule` for EmoNet's A+V settin
 :class:`~sermodels.data.adaptation.AdaptationDataModule` for WDA); ``trainer`` is Lightning's; and ``output`` (the
 release folder), ``id``, ``description`` and ``evaluate_splits`` say what is exported. After fitting, rank 0 writes
 the release through :func:`sermodels.training.export.write_release`, with the resolved recipe beside it.
+``--ckpt_path`` resumes an interrupted fit from a Lightning checkpoint (the best state and the validation history
+so far come back with it).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ class TrainCLI(LightningCLI):
         parser.add_argument("--id", type=str | None, default=None, help="model id stored in config.json")
         parser.add_argument("--description", type=str | None, default=None, help="one paragraph for the card")
         parser.add_argument("--evaluate_splits", type=list[str], default=["test"], help="partitions scored")
+        parser.add_argument(
+            "--ckpt_path", type=str | None, default=None, help="resume fitting from this Lightning checkpoint"
+        )
 
 
 def make_cli(argv: Sequence[str]) -> TrainCLI:
@@ -57,7 +62,7 @@ def train(argv: Sequence[str]) -> Path | None:
     """Fit a recipe and write its release; returns the folder (None without ``output`` or on other ranks)."""
     cli = make_cli(argv)
     started = time.perf_counter()
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
     wall = time.perf_counter() - started
     if not cli.config.output or not cli.trainer.is_global_zero:
         return None

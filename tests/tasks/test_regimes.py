@@ -186,3 +186,90 @@ def test_train_runs_an_emonet_and_a_deep_spectrum_recipe_through_one_export(tmp_
         assert sorted(model.heads) == heads
         log = json.loads((folder / "training_log.json").read_text())
         assert log["history"] and "val_score" in log["history"][0]
+
+
+def test_emonet_dimensional_heads_keep_their_declared_range():
+    from sermodels.outputs import dimensions
+
+    cls = sermodels.get_model_class("emonet_wrn")
+    heads = {"free": dimensions(["score"], range=None), "rated": dimensions(["score"], range=(1.0, 5.0))}
+    model = cls.from_specs(heads, **TINY).eval()
+    rebuilt = cls(**model.config())
+    assert rebuilt.output_specs() == model.output_specs() == heads
+    with torch.no_grad():
+        model.classifiers["free"][-1].bias.fill_(50.0)
+        model.classifiers["rated"][-1].bias.fill_(50.0)
+        wave = torch.randn(1, 8000)
+        assert model(wave, head="free").item() > 5.0  # unbounded: linear
+        assert 1.0 <= model(wave, head="rated").item() <= 5.0  # squashed into its range
+
+
+def test_regimes_pick_the_loss_by_head_kind_and_skip_one_clip_batches(tmp_path):
+    """A transfer onto numeric targets trains with the regression loss (no class weights for dimensions); a one-clip
+    batch (URDU's 286 training clips in batches of 15) is skipped, as BatchNorm cannot train on it."""
+    urdu = {"urdu": str(corpus_root("urdu"))}
+    data = SERDataModule(["urdu"], urdu, label_space="av_values", batch_size=15, max_duration=0.3)
+    L.seed_everything(0, verbose=False)
+    task = RegressionTask(MODEL)
+    sizes, states = [], []
+
+    class Probe(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            sizes.append(len(batch["waveforms"]))
+            states.append({k: v.clone() for k, v in pl_module.net.state_dict().items()})
+
+    _trainer(None, val_batches=0, max_steps=-1, limit_train_batches=1.0, callbacks=[Probe()]).fit(task, data)
+    assert sizes[-1] == 1 and sizes[:-1] == [15] * 19
+    after = task.net.state_dict()
+    assert all(torch.equal(states[-1][k], after[k]) for k in after)  # the one-clip batch changed nothing
+    folder = save_pretrained(task.net.eval(), tmp_path / "regressor")
+    transfer = TransferTask(str(folder), mode="adapters")
+    transfer.configure_from(data)
+    assert transfer.class_weights == {} and transfer.net.output_spec("av_values").kind == "dimensions"
+    batch = next(iter(data.train_dataloader()))
+    assert torch.isfinite(transfer.batch_loss(batch))
+
+
+def test_a_model_whose_head_does_not_fit_the_targets_is_refused():
+    import toy_models  # noqa: F401  registers the test-only frame-level model
+
+    data = SERDataModule(["emodb"], {"emodb": str(corpus_root("emodb"))}, label_space="av_values", batch_size=4)
+    with pytest.raises(ValueError, match="the data's targets need"):
+        RegressionTask({"arch": "toy_frame"}).configure_from(data)
+
+
+def test_groups_transfer_reinitialises_like_a_fresh_model_and_drops_stale_heads(tmp_path):
+    base, folder = _base(tmp_path)
+    with torch.no_grad():
+        base.blocks[5].conv2.adapters["urdu"].fill_(0.5)
+    folder = str(save_pretrained(base.eval(), tmp_path / "base2"))
+    data = SERDataModule(["urdu"], {"urdu": str(corpus_root("urdu"))}, batch_size=4, max_duration=0.5)
+    task = TransferTask(folder, mode="groups", freeze_upto="block5", reinit=["block6"])
+    task.configure_from(data)
+    net = task.net
+    assert sorted(net.heads) == ["urdu"]  # the emodb head would be stale once block 6 trains
+    assert torch.count_nonzero(net.blocks[5].conv2.adapters["urdu"]) == 0  # a fresh adapter is zero
+    torch.manual_seed(5)
+    fresh_std = EmoNet({"urdu": URDU}, **TINY).blocks[5].conv2.conv.weight.std()
+    assert float(net.blocks[5].conv2.conv.weight.std()) == pytest.approx(float(fresh_std), rel=0.3)  # Kaiming
+    with pytest.raises(ValueError, match="keep_base_domains"):
+        TransferTask(folder, mode="groups", keep_base_domains=True)
+
+
+def test_a_pretrained_feature_standardiser_is_kept(tmp_path):
+    """Deep Spectrum's z-score is fitted for a fresh model only; a transfer from a trained one keeps its own."""
+    from sermodels.outputs import categories
+
+    cls = sermodels.get_model_class("deep_spectrum")
+    small = {"backbone": "test_efficientnet", "image": {"size": [64, 64]}}
+    model = cls.from_specs({"urdu": categories(URDU)}, **small)
+    model.fit_feature_statistics(torch.randn(10, model.extractor.dim) * 3 + 1)
+    folder = save_pretrained(model.eval(), tmp_path / "ds")
+    data = SERDataModule(["urdu"], {"urdu": str(corpus_root("urdu"))}, batch_size=8, max_duration=None)
+    task = TransferTask(str(folder), mode="groups", freeze=[], optimizer={"name": "adam", "lr": 1e-3})
+    _trainer(1, val_batches=0).fit(task, datamodule=data)
+    torch.testing.assert_close(task.net.standardizer.mean, model.standardizer.mean)
+    assert not any(p.requires_grad for p in task.net.extractor.parameters())  # the extractor stays frozen
+    fresh = ClassificationTask({"arch": "deep_spectrum", **small}, optimizer={"name": "adam", "lr": 1e-3})
+    _trainer(1, val_batches=0).fit(fresh, datamodule=data)
+    assert fresh.net.feature_statistics_fitted
