@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import DATA, REPO, SHARED
 
 import sermodels
 from sermodels.audio import load_audio
@@ -22,8 +23,6 @@ from sermodels.data import load_corpus
 from sermodels.features.deepspectrum import DeepSpectrum
 from sermodels.runtime import weights_digest
 
-REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data"
 TORCHSCRIPT = SHARED / "weights" / "mobilenet_v2_imagenet_int8_torchscript.pt"
 IMAGE = {"colormap": "magma"}  # EmoNet paper §4.2
 SVM_RECIPE = REPO / "recipes" / "deep_spectrum" / "mobilenetv2_svm.emodb.yaml"
