@@ -26,7 +26,8 @@ _ARCH_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 _MODELS: dict[str, type[SERModel]] = {}
 _modules_imported = False
-_import_lock = threading.Lock()
+_importing = False
+_import_lock = threading.RLock()
 
 
 class UnknownModelError(KeyError):
@@ -53,7 +54,8 @@ def register_model(name_or_cls: str | type[SERModel] | None = None):
         name = _snake_case(cls.__name__) if name is None else name
         if not _ARCH_NAME.fullmatch(name):
             raise ValueError(f"architecture name {name!r} of {_qualname(cls)} must match {_ARCH_NAME.pattern}")
-        if name in _MODELS and _MODELS[name] is not cls:
+        # The same class defined again (its module re-run after a failed import, importlib.reload) replaces itself.
+        if name in _MODELS and _MODELS[name] is not cls and _qualname(_MODELS[name]) != _qualname(cls):
             raise ValueError(
                 f"architecture {name!r} is registered twice: by {_qualname(_MODELS[name])} and by {_qualname(cls)}"
             )
@@ -94,15 +96,21 @@ def model_modules() -> list[str]:
 def _import_model_modules() -> None:
     """Import every module of the :data:`_MODEL_PACKAGES` once; an import error surfaces (a broken model file must
     not silently vanish from the zoo)."""
-    global _modules_imported
+    global _modules_imported, _importing
     if _modules_imported:
         return
     with _import_lock:
-        if _modules_imported:
+        # A lookup from inside a model module being imported (a family building on another) sees what is
+        # registered so far instead of waiting for itself; other threads wait for the discovery to finish.
+        if _modules_imported or _importing:
             return
-        for module in model_modules():
-            importlib.import_module(module)
-        _modules_imported = True
+        _importing = True
+        try:
+            for module in model_modules():
+                importlib.import_module(module)
+            _modules_imported = True
+        finally:
+            _importing = False
 
 
 def _unknown(name: str, known: list[str], what: str) -> UnknownModelError:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from sermodels._io import software_versions
+from sermodels._io import atomic_write_bytes, atomic_write_text, software_versions
 from sermodels._registry import UnknownModelError, create_model, is_registered
 from sermodels.models.base import SERModel
 from sermodels.outputs import specs_from_json, specs_to_json
@@ -75,8 +75,9 @@ def save_pretrained(model: SERModel, folder: str | Path, *, extra: dict[str, Any
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "pt", "architecture": model.arch}
-    (folder / WEIGHTS_NAME).write_bytes(safetensors_bytes(_plain_state_dict(model), metadata))
-    (folder / CONFIG_NAME).write_text(text)
+    # Each file whole or not at all, config.json last (the file that makes a folder a checkpoint).
+    atomic_write_bytes(folder / WEIGHTS_NAME, safetensors_bytes(_plain_state_dict(model), metadata))
+    atomic_write_text(folder / CONFIG_NAME, text)
     return folder
 
 

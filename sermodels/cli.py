@@ -281,6 +281,14 @@ def _evaluate(args) -> int:
     print(f"{model_name} on {args.corpus}/{args.split}: {headline(report)} -> {out}")
     if args.metrics:
         _merge_metrics(Path(args.metrics), f"{args.corpus}/{args.split}", report)
+    failures = report.get("failures") or []
+    for failure in failures:
+        print(f"skipped {failure['path']}: {failure['reason']}", file=sys.stderr)
+    if failures:
+        scored = report["n"]
+        files = "1 file" if len(failures) == 1 else f"{len(failures)} files"
+        print(f"{files} could not be scored; the metrics cover the other {scored}", file=sys.stderr)
+        return 1
     return 0
 
 

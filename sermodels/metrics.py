@@ -247,6 +247,8 @@ def pearson(pred: ArrayLike, target: ArrayLike) -> float:
     then ``nan`` (as ``scipy.stats.pearsonr``, which also warns), and reports write it as ``null``.
     """
     x, y = _paired(pred, target)
+    if x.max() == x.min() or y.max() == y.min():  # the mean of equal floats need not equal them exactly
+        return math.nan
     dx, dy = x - x.mean(), y - y.mean()
     norm = math.sqrt(float((dx * dx).sum()) * float((dy * dy).sum()))
     if norm == 0.0:

@@ -120,3 +120,22 @@ def test_report_keeps_the_model_description(tmp_path, emodb_root):
     assert _evaluate(emodb_root, "dev", report) == 0
     model = json.loads(report.read_text())["model"]
     assert model["id"] == "logmel_svm.emodb" and model["arch"] == "logmel_svm"
+
+
+def test_evaluate_names_the_files_it_could_not_score(tmp_path, emodb_root, capsys):
+    """Like predict: every skipped file on stderr with its reason, n of n_items in the headline, exit status 1."""
+    import shutil
+
+    for stem in ("03a01Wa", "03a02Ta"):
+        shutil.copy(emodb_root / "wav" / f"{stem}.flac", tmp_path)
+    (tmp_path / "empty.wav").write_bytes(b"")
+    table = tmp_path / "table.csv"
+    table.write_text(
+        "path,label,speaker,split\n03a01Wa.flac,anger,03,test\n03a02Ta.flac,sadness,03,test\nempty.wav,anger,03,test\n"
+    )
+    argv = ["evaluate", "--model", "logmel_svm.emodb", "--corpus", "folder", "--root", str(table)]
+    assert main([*argv, "--out", str(tmp_path / "report.json"), "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert "(n = 2 of 3)" in captured.out
+    assert f"skipped {tmp_path / 'empty.wav'}: empty file" in captured.err
+    assert "1 file could not be scored" in captured.err

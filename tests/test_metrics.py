@@ -324,3 +324,13 @@ def test_dimension_scores_per_level():
         metrics.dimension_scores(pred, true, ["a", "b", "c"])
     with pytest.raises(ValueError, match="level"):
         metrics.dimension_scores(pred, true, ["arousal", "valence"], level="segment")
+
+
+def test_pearson_of_a_constant_series_is_undefined_whatever_its_float_mean():
+    """The mean of three 0.1s is not exactly 0.1 in floating point; r must still be undefined, not 0."""
+    import math
+
+    from sermodels.metrics import pearson
+
+    assert math.isnan(pearson([0.1] * 3, [1.0, 2.0, 3.0]))
+    assert math.isnan(pearson([1.0, 2.0, 3.0], [0.1] * 3))

@@ -337,3 +337,48 @@ def test_safetensors_bytes_are_reproducible():
     assert len(blobs) == 1
     loaded = load(blobs.pop())
     assert torch.equal(loaded["w"], state["w"]) and torch.equal(loaded["b"], state["b"])
+
+
+def test_a_model_module_rerun_after_a_failed_import_shows_the_real_error_again(monkeypatch, tmp_path):
+    """The module registers a class, then fails; the next lookup re-runs it and must not report the class as a
+    duplicate of itself."""
+    half_broken = (
+        "from sermodels._registry import register_model\n"
+        f"from {__name__} import TinySER\n"
+        "@register_model('half_broken')\n"
+        "class HalfBroken(TinySER):\n    pass\n"
+        "import sermodels.no_such_dependency\n"
+    )
+    name = _zoo_package(tmp_path, "half_zoo", {"half.py": half_broken})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(_registry, "_MODEL_PACKAGES", [name])
+    try:
+        for _ in range(2):
+            with pytest.raises(ModuleNotFoundError, match="no_such_dependency"):
+                list_models()
+    finally:
+        _registry._MODELS.pop("half_broken", None)
+
+
+def test_a_model_module_may_look_up_another_while_the_zoo_is_discovered(monkeypatch, tmp_path):
+    """A family building on another registered one looks it up at import time: no deadlock on the import lock."""
+    import threading
+
+    child = (
+        "from sermodels._registry import get_model_class, register_model\n"
+        "@register_model('child_family')\n"
+        "class ChildFamily(get_model_class('lazy_tiny')):\n    pass\n"
+    )
+    name = _zoo_package(tmp_path, "family_zoo", {"a_base.py": LAZY_MODULE, "b_child.py": child})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(_registry, "_MODEL_PACKAGES", [name])
+    found: list[list[str]] = []
+    worker = threading.Thread(target=lambda: found.append(list_models()), daemon=True)
+    try:
+        worker.start()
+        worker.join(timeout=20)
+        assert not worker.is_alive(), "discovery deadlocked"
+        assert {"lazy_tiny", "child_family"} <= set(found[0])
+    finally:
+        for arch in ("lazy_tiny", "child_family"):
+            _registry._MODELS.pop(arch, None)

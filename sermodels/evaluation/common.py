@@ -52,7 +52,8 @@ def metrics_entry(report: Mapping[str, Any]) -> dict[str, Any]:
 def headline(report: Mapping[str, Any]) -> str:
     """The one-line summary of a report: UAR/WAR for categories, CCC per dimension for dimensions."""
     if report_kind(report) == "categories":
-        return f"UAR {report['uar']:.4f}, WAR {report['war']:.4f}"
+        of = f" of {report['n_items']}" if report.get("n_items", report["n"]) != report["n"] else ""
+        return f"UAR {report['uar']:.4f}, WAR {report['war']:.4f} (n = {report['n']}{of})"
     what = "CCC (frames concatenated)" if report["level"] == "frame" else "CCC"
     text = f"{what} " + ", ".join(f"{name} {value:.4f}" for name, value in report["ccc"].items())
     if report["level"] == "frame":

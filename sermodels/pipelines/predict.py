@@ -34,6 +34,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
@@ -231,6 +232,11 @@ def _check_options(
             raise ValueError(f"timeline_seconds averages the frames of a frame-level head; {head!r} is utterance-level")
         if not (math.isfinite(timeline_seconds) and timeline_seconds > 0):
             raise ValueError(f"timeline_seconds must be a positive number of seconds, got {timeline_seconds}")
+        if timeline_seconds * spec.frame_rate < 1 - 1e-9:
+            raise ValueError(
+                f"timeline_seconds={timeline_seconds} is shorter than one frame of head {head!r} "
+                f"({1 / spec.frame_rate:g} s at {spec.frame_rate:g} frames/s)"
+            )
     if out is not None:
         check_output_path(out)
 
@@ -242,6 +248,14 @@ def check_output_path(out: str | os.PathLike) -> None:
         raise ValueError(f"{out}: unsupported output format; use a .csv, .json or .parquet file")
     if suffix == "parquet":
         pyarrow()
+    # Found out now, not after hours of work that could then not be saved.
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"{out}: is a folder; --out names the file to write")
+    folder = path.parent if str(path.parent) else Path(".")
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{out}: cannot write into {existing or folder}")
 
 
 def _min_samples(model: SERModel) -> int:
@@ -249,15 +263,21 @@ def _min_samples(model: SERModel) -> int:
 
 
 def _chunk_samples(model: SERModel, spec: OutputSpec, seconds: float | None) -> int | None:
-    """A chunk's length in samples; for a frame-level head rounded down to whole frames when a frame is a whole
-    number of samples (module docstring)."""
+    """A chunk's length in samples; for a frame-level head rounded down to a whole number of frame periods, the
+    shortest stretch of samples that holds a whole number of frames (160 samples = 1 frame at 100 frames/s and
+    16 kHz; 1600 samples = 3 frames at 30 frames/s), so every chunk starts on a frame boundary of the file and the
+    chunks' frames join into the file's own frame grid."""
     if seconds is None:
         return None
     chunk = frames_for(seconds, model.sample_rate)
     if spec.level == "frame":
-        hop = model.sample_rate / spec.frame_rate
-        if hop.is_integer() and chunk >= hop:
-            chunk -= chunk % int(hop)
+        period = (Fraction(model.sample_rate) / Fraction(spec.frame_rate).limit_denominator(10**6)).numerator
+        if chunk < period:
+            raise ValueError(
+                f"--chunk-seconds {seconds} is shorter than {period / model.sample_rate:g} s, the shortest stretch "
+                f"holding whole frames of the {spec.frame_rate:g} frames/s head"
+            )
+        chunk -= chunk % period
     return chunk
 
 

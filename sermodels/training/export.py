@@ -85,6 +85,7 @@ def write_release(
     log = {"training": dict(training), "history": list(history)}
     atomic_write_text(folder / "training_log.json", json.dumps(log, indent=2) + "\n")
     scorings = list(scorings)
+    (folder / "metrics.json").unlink(missing_ok=True)  # an earlier release's numbers never outlive its weights
     if scorings:
         metrics = score(net, scorings)
         atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")

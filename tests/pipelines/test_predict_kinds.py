@@ -243,3 +243,44 @@ def test_parquet_without_pyarrow_is_a_clear_error_before_any_work(tmp_path, file
     err = capsys.readouterr().err
     assert "needs the package pyarrow" in err and "pip install pyarrow" in err
     assert not out.exists()
+
+
+class ThirtyFrames(toy_models.ToyFrameModel):
+    """30 frames per second at 16 kHz: a frame is 533 1/3 samples, not a whole number. Frame k is the mean square of
+    the samples in [k * 1600/3, (k + 1) * 1600/3)."""
+
+    def __init__(self):
+        super().__init__()
+        self.head_specs = {"av": outputs.dimensions(self.names, level="frame", frame_rate=30.0)}
+
+    def forward(self, waveforms, lengths=None, head=None):
+        lengths = torch.full((len(waveforms),), waveforms.shape[1]) if lengths is None else lengths
+        frames = int(self.output_lengths(lengths.max().reshape(1), head)[0])
+        index = (torch.arange(waveforms.shape[1]) * 30 // RATE).clamp(max=frames - 1)
+        energy = torch.zeros(len(waveforms), frames).index_add_(1, index, waveforms.square())
+        count = torch.zeros(frames).index_add_(0, index, torch.ones(waveforms.shape[1]))
+        return (energy / count).unsqueeze(-1).repeat(1, 1, 2)
+
+
+def test_chunks_keep_the_frame_grid_when_a_frame_is_not_a_whole_number_of_samples(tmp_path, files):
+    long_file = tmp_path / "long.wav"
+    audio = torch.cat([load_audio(p) for p in files])[: int(10.5 * RATE)]
+    sf.write(long_file, audio.numpy(), RATE, subtype="FLOAT")
+    model = ThirtyFrames().eval()
+    whole = predict_files(model, [long_file], max_chunk_seconds=0, progress=False)
+    assert whole.outputs[0].shape[0] == 315
+    chunked = predict_files(model, [long_file], max_chunk_seconds=1.05, progress=False)  # 1.0 s = 30 frames
+    torch.testing.assert_close(chunked.outputs[0], whole.outputs[0], atol=1e-6, rtol=1e-5)
+    assert all(row["end"] > row["start"] for row in chunked.timeline)
+    assert chunked.timeline[-1]["end"] == pytest.approx(10.5)
+    with pytest.raises(ValueError, match="whole frames"):
+        predict_files(model, [long_file], max_chunk_seconds=0.05, progress=False)
+    with pytest.raises(ValueError, match="shorter than one frame"):
+        predict_files(model, [long_file], timeline_seconds=0.01, progress=False)
+
+
+def test_an_unwritable_output_is_refused_before_any_work(tmp_path, files, capsys):
+    folder = tmp_path / "taken.csv"
+    folder.mkdir()
+    assert main(["predict", "--model", "default", str(files[0]), "--out", str(folder), "--no-progress"]) == 2
+    assert "is a folder" in capsys.readouterr().err
