@@ -63,3 +63,16 @@ def spread_files(corpus: str, count: int) -> list[Path]:
     """``count`` files spread evenly over the corpus's sorted file list (different speakers and emotions)."""
     files = sorted(corpus_root(corpus).rglob("*.flac"))
     return files[:: len(files) // count][:count]
+
+
+@pytest.fixture(scope="session")
+def imagenet_weights(tmp_path_factory) -> Path:
+    """torchvision's int8 ImageNet MobileNetV2 of the shared folder, converted once per run to float timm weights."""
+    from sermodels.convert import convert_mobilenet_v2_int8
+
+    torchscript = SHARED / "weights" / "mobilenet_v2_imagenet_int8_torchscript.pt"
+    if not torchscript.is_file():
+        pytest.skip(f"the offline ImageNet MobileNetV2 is not at {torchscript}")
+    path = tmp_path_factory.mktemp("weights") / "mobilenetv2_100_imagenet.safetensors"
+    convert_mobilenet_v2_int8(torchscript, path)
+    return path

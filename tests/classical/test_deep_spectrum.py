@@ -5,7 +5,6 @@ for both recipe formats (the Lightning linear head is tests/test_deep_spectrum_t
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,6 @@ from sermodels.classical import deep_spectrum as classical_ds
 from sermodels.classical.deep_spectrum import extract_features, fit_svm, load_recipe, release_target
 from sermodels.classical.svm import LINEAR_C_GRID, run_fixed
 from sermodels.cli import main
-from sermodels.convert import convert_mobilenet_v2_int8
 from sermodels.data import load_corpus
 from sermodels.features.deepspectrum import DeepSpectrum
 from sermodels.runtime import weights_digest
@@ -28,15 +26,6 @@ IMAGE = {"colormap": "magma"}  # EmoNet paper §4.2
 SVM_RECIPE = REPO / "recipes" / "deep_spectrum" / "mobilenetv2_svm.emodb.yaml"
 LINEAR_RECIPE = REPO / "recipes" / "deep_spectrum" / "mobilenetv2.emodb.yaml"
 DIM = 1280  # MobileNetV2 pre-logits features
-
-
-@pytest.fixture(scope="module")
-def imagenet_weights(tmp_path_factory) -> Path:
-    if not TORCHSCRIPT.is_file():
-        pytest.skip(f"the ImageNet MobileNetV2 is not at {TORCHSCRIPT}")
-    path = tmp_path_factory.mktemp("weights") / "mobilenetv2_100_imagenet.safetensors"
-    convert_mobilenet_v2_int8(TORCHSCRIPT, path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from conftest import spread_files
 
-from sermodels.audio import load_audio
 from sermodels.features import AmplitudeToDB, MelSpectrogram
 from sermodels.features.deepspectrum import DeepSpectrum
 
@@ -30,18 +29,6 @@ def _small_net(**kwargs) -> DeepSpectrum:
 
 def _files(corpus: str, count: int = FILES_PER_CORPUS) -> list[Path]:
     return spread_files(corpus, count)
-
-
-@pytest.fixture(scope="module")
-def corpus_waves() -> dict[str, list[torch.Tensor]]:
-    return {corpus: [load_audio(path) for path in _files(corpus)] for corpus in CORPORA}
-
-
-@pytest.fixture(scope="module")
-def short_waves(corpus_waves) -> tuple[torch.Tensor, torch.Tensor]:
-    """A padded batch of two real clips (EMO-DB, URDU), cut to 1.0 s and 0.6 s to keep CNN forwards cheap."""
-    waves = [corpus_waves["emodb"][0][:16000], corpus_waves["urdu"][1][:9600]]
-    return torch.nn.utils.rnn.pad_sequence(waves, batch_first=True), torch.tensor([len(w) for w in waves])
 
 
 # ---------------------------------------------------------------------------------------------------- batching

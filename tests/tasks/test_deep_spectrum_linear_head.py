@@ -15,22 +15,12 @@ from safetensors.torch import load_file
 
 import sermodels
 from sermodels.cli import main
-from sermodels.convert import convert_mobilenet_v2_int8
 from sermodels.data import SERDataModule
 from sermodels.tasks import ClassificationTask
 from sermodels.training.train import quiet_trainer
 
 TORCHSCRIPT = SHARED / "weights" / "mobilenet_v2_imagenet_int8_torchscript.pt"
 IMAGE = {"colormap": "magma"}  # EmoNet paper §4.2
-
-
-@pytest.fixture(scope="module")
-def imagenet_weights(tmp_path_factory) -> Path:
-    if not TORCHSCRIPT.is_file():
-        pytest.skip(f"the offline ImageNet MobileNetV2 is not at {TORCHSCRIPT}")
-    path = tmp_path_factory.mktemp("weights") / "mobilenetv2_100_imagenet.safetensors"
-    convert_mobilenet_v2_int8(TORCHSCRIPT, path)
-    return path
 
 
 def _model(weights: Path) -> dict:
