@@ -273,3 +273,25 @@ def test_a_pretrained_feature_standardiser_is_kept(tmp_path):
     fresh = ClassificationTask({"arch": "deep_spectrum", **small}, optimizer={"name": "adam", "lr": 1e-3})
     _trainer(1, val_batches=0).fit(fresh, datamodule=data)
     assert fresh.net.feature_statistics_fitted
+
+
+def test_train_resumes_from_a_lightning_checkpoint(tmp_path):
+    """``sermodels train --ckpt_path``: the second run continues the first (its validation history included)."""
+    from sermodels.cli import main
+
+    roots = {"urdu": str(corpus_root("urdu"))}
+    common = [
+        "train", "--config", str(REPO / "recipes/emonet/arousal.yaml"), "--data.corpora", "[urdu]",
+        "--data.roots", json.dumps(roots), "--data.batch_size", "8", "--data.max_duration", "0.5",
+        "--model.model", json.dumps(MODEL), "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
+        "--trainer.max_steps", "-1", "--trainer.precision", "32", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_checkpointing", "true", "--trainer.default_root_dir", str(tmp_path),
+        "--evaluate_splits", "[]",
+    ]  # fmt: skip
+    assert main([*common, "--trainer.max_epochs", "1", "--output", str(tmp_path / "first")]) == 0
+    (checkpoint,) = (tmp_path / "checkpoints").glob("*.ckpt")
+    argv = [*common, "--trainer.max_epochs", "2", "--ckpt_path", str(checkpoint), "--output", str(tmp_path / "second")]
+    assert main(argv) == 0
+    first = json.loads((tmp_path / "first" / "training_log.json").read_text())["history"]
+    second = json.loads((tmp_path / "second" / "training_log.json").read_text())["history"]
+    assert len(first) == 1 and len(second) == 2 and second[0] == first[0]
