@@ -9,6 +9,7 @@ A batch is a dict::
     domains        (B,)   long        index into corpus_names
     corpus         list[str]          corpus name per row
     paths          list[str]
+    speakers       list[str | None]   speaker id per row (None when the corpus has none)
 
 and, when the samples carry numeric targets (:mod:`sermodels.data.targets`):
 
@@ -43,6 +44,7 @@ def pad_collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "domains": torch.tensor([s["domain"] for s in samples], dtype=torch.long),
         "corpus": [s["corpus"] for s in samples],
         "paths": [s["path"] for s in samples],
+        "speakers": [s.get("speaker") for s in samples],
     }
     if _carried(samples, "values"):
         batch["targets"] = torch.stack([torch.as_tensor(s["values"], dtype=torch.float32) for s in samples])

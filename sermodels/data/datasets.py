@@ -79,6 +79,7 @@ class WaveformDataset(Dataset):
             "domain": self.domain,
             "corpus": item.corpus,
             "path": item.path,
+            "speaker": item.speaker,
         }
         if self.values is not None:
             sample["values"] = self.values[index]
