@@ -19,6 +19,14 @@ transfer regime. What the base does for every regime:
   are gathered, so every rank sees the whole dev set's score.
 - **The best state** (weights of the best validation score) is kept, restored at the end of fitting, and saved in
   Lightning checkpoints with the validation history, so a resumed run keeps comparing against the best so far.
+  Validation runs whenever the Trainer says (every epoch, or every ``val_check_interval`` steps with
+  ``check_val_every_n_epoch: null``).
+- **Training-time augmentation** (``augment``, :mod:`sermodels.augment`): waveform augmentations on every training
+  batch, SpecAugment on the model's own spectrogram (models with ``supports_spectrogram_augment``), mixup within a
+  batch (one corpus per batch in round-robin training); never at validation or prediction.
+- **EMA of the weights** (``ema``: the decay, e.g. 0.999; Polyak averaging): validation, model selection and the
+  released weights use the averaged parameters (BN statistics are the live ones). The decay ramps up as
+  ``min(ema, (1 + step) / (10 + step))`` so the early average does not hold the random start.
 
 Regimes subclass it and implement :meth:`batch_loss` (and, for manual optimisation, ``training_step``).
 """
@@ -116,6 +124,9 @@ class SERTask(L.LightningModule):
         optimizer / schedule: see the module docstring (defaults: EmoNet §5.2.2, or the regime's
             ``default_optimizer``/``default_schedule``); a partial setting is merged over the default of its name.
         restore_best: end fitting with the weights of the best validation score.
+        augment: training-time augmentation (:meth:`sermodels.augment.Augmentation.from_config`), e.g.
+            ``{"noise": {"p": 0.5, "snr_db": [5, 30]}, "spec": {}, "mixup": {"p": 0.5, "alpha": 0.4}}``.
+        ema: decay of an exponential moving average of the weights (``None``: off).
     """
 
     default_optimizer: dict[str, Any] = DEFAULT_OPTIMIZER
@@ -129,9 +140,19 @@ class SERTask(L.LightningModule):
         optimizer: dict[str, Any] | None = None,
         schedule: dict[str, Any] | None = None,
         restore_best: bool = True,
+        augment: dict[str, Any] | None = None,
+        ema: float | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
+        from sermodels.augment import Augmentation
+
+        self.augmentation = Augmentation.from_config(augment) if augment else None
+        if ema is not None and not 0.0 < ema < 1.0:
+            raise ValueError(f"ema is the averaging decay, in (0, 1), got {ema}")
+        self.ema = ema
+        self.ema_state: dict[str, torch.Tensor] | None = None
+        self._live: dict[str, torch.Tensor] | None = None
         self.model_spec = dict(model or {})
         self.optimizer_options = merge_options(optimizer, self.default_optimizer)
         self.schedule = merge_options(schedule, self.default_schedule, SCHEDULE_SETTINGS)
@@ -165,6 +186,7 @@ class SERTask(L.LightningModule):
         data.setup("fit")
         heads = self.heads_from_data(data)
         self.net = self.make_net(heads, data)
+        self.install_augmentation()
         missing = sorted(set(self.stream_head.values()) - set(self.net.heads))
         if missing:
             raise ValueError(f"the model has no head {missing} for the data's streams {self.streams}")
@@ -198,6 +220,24 @@ class SERTask(L.LightningModule):
     def make_net(self, heads: dict[str, OutputSpec], data) -> SERModel:
         return build_model(self.model_spec, heads, data.sample_rate)
 
+    def install_augmentation(self) -> None:
+        """Hand SpecAugment to a model that computes its own spectrogram (it applies it in training mode only)."""
+        aug = self.augmentation
+        if aug is None or aug.spec is None:
+            return
+        if not getattr(self.net, "supports_spectrogram_augment", False):
+            raise ValueError(
+                f"augment.spec masks the model's own spectrogram; {type(self.net).__name__} has no spectrogram hook "
+                "(supports_spectrogram_augment)"
+            )
+        self.net.set_spectrogram_augment(aug.spec)
+
+    @property
+    def waveform_augmented(self) -> bool:
+        """Whether training batches differ from the stored clips (no frozen-feature caching then)."""
+        aug = self.augmentation
+        return aug is not None and (aug.waveform is not None or aug.mixup is not None)
+
     def after_net(self, data) -> None:
         """Regime-specific set-up once ``self.net`` exists (class weights, frozen groups, ...)."""
 
@@ -221,10 +261,39 @@ class SERTask(L.LightningModule):
         """The loss of one head on one batch, by the head's kind: (class-weighted) cross-entropy for categories, the
         regime's ``regression_loss`` for dimensions."""
         output = self.head_output(batch, head)
+        return self.loss_of_output(output, batch, head)
+
+    def loss_of_output(self, output: torch.Tensor, batch: dict[str, Any], head: str) -> torch.Tensor:
         if self.net.output_spec(head).kind == "categories":
             return losses.weighted_cross_entropy(output, batch["labels"], self.class_weights_of(head))
         target, mask = targets_of(batch, head, output, self.net)
         return regression_loss(self.regression_loss, output.float(), target, mask)
+
+    def augmented(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The batch with the waveform augmentations applied (training only)."""
+        aug = self.augmentation
+        if aug is None or aug.waveform is None:
+            return batch
+        waveforms, lengths = aug.waveform(batch["waveforms"], batch["lengths"], batch.get("speakers"))
+        return {**batch, "waveforms": waveforms, "lengths": lengths}
+
+    def augmented_loss(self, batch: dict[str, Any], head: str) -> torch.Tensor:
+        """The loss of a training batch after augmentation; mixup (Zhang et al., ICLR 2018) mixes two clips of the
+        batch and weighs the losses of their two labels by lambda (categories heads; other heads train unmixed)."""
+        batch = self.augmented(batch)
+        spec = self.net.output_spec(head)
+        aug = self.augmentation
+        mixed = None
+        if aug is not None and aug.mixup is not None and spec.kind == "categories" and len(batch["waveforms"]) > 1:
+            mixed = aug.mix(batch["waveforms"], batch["lengths"], batch["labels"])
+        if mixed is None:
+            return self.loss_for(batch, head)
+        waveforms, lengths, labels_a, labels_b, lam = mixed
+        batch = {**batch, "waveforms": waveforms, "lengths": lengths}
+        output = self.head_output(batch, head)
+        first = self.loss_of_output(output, {**batch, "labels": labels_a}, head)
+        second = self.loss_of_output(output, {**batch, "labels": labels_b}, head)
+        return lam * first + (1.0 - lam) * second
 
     def class_weights_of(self, head: str) -> torch.Tensor | None:
         return None
@@ -234,7 +303,7 @@ class SERTask(L.LightningModule):
         if self._skip_single and len(batch["waveforms"]) < 2:
             return None
         head = self.head_of(batch)
-        loss = self.loss_for(batch, head)
+        loss = self.augmented_loss(batch, head)
         self.log(f"train/{head}/loss", loss, batch_size=len(batch["waveforms"]))
         return loss
 
@@ -270,8 +339,47 @@ class SERTask(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val = {}
+        self.swap_in_ema()
+
+    # ---- EMA of the weights ----------------------------------------------------------------------------------------
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is None:
+            return
+        params = dict(self.net.named_parameters())
+        with torch.no_grad():
+            if self.ema_state is None:
+                self.ema_state = {k: p.detach().clone() for k, p in params.items() if p.requires_grad}
+                return
+            decay = min(self.ema, (1 + self.global_step) / (10 + self.global_step))
+            for name, average in self.ema_state.items():
+                average.lerp_(params[name].detach().to(average.dtype), 1.0 - decay)
+
+    def swap_in_ema(self) -> None:
+        """Validate (and select) with the averaged weights; the live ones come back after validation."""
+        if self.ema_state is None or self._live is not None:
+            return
+        params = dict(self.net.named_parameters())
+        with torch.no_grad():
+            self._live = {name: params[name].detach().clone() for name in self.ema_state}
+            for name, average in self.ema_state.items():
+                params[name].copy_(average)
+
+    def swap_out_ema(self) -> None:
+        if self._live is None:
+            return
+        params = dict(self.net.named_parameters())
+        with torch.no_grad():
+            for name, live in self._live.items():
+                params[name].copy_(live)
+        self._live = None
 
     def on_validation_epoch_end(self) -> None:
+        try:
+            self.score_validation()
+        finally:
+            self.swap_out_ema()
+
+    def score_validation(self) -> None:
         scores = {}
         for stream in self.streams:
             score = self._stream_score(stream)
@@ -340,6 +448,9 @@ class SERTask(L.LightningModule):
     def on_fit_end(self) -> None:
         if self.restore_best and self.best_state is not None:
             self.net.load_state_dict(self.best_state)
+        elif self.ema_state is not None:
+            self.swap_in_ema()
+            self._live = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # A resumed fit keeps comparing against the best score so far and restores those weights at the end.
@@ -348,6 +459,7 @@ class SERTask(L.LightningModule):
             "best_state": self.best_state,
             "history": self.history,
             "stale": self.stale,
+            "ema_state": self.ema_state,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -356,6 +468,7 @@ class SERTask(L.LightningModule):
         self.best_state = state.get("best_state", self.best_state)
         self.history = list(state.get("history", self.history))
         self.stale = state.get("stale", self.stale)
+        self.ema_state = state.get("ema_state", self.ema_state)
 
     # ---- optimisation ----------------------------------------------------------------------------------------------
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -403,6 +516,8 @@ class SERTask(L.LightningModule):
             "optimizer": dict(self.optimizer_options),
             "schedule": dict(self.schedule),
             "best_val_score": None if self.best_score == -math.inf else self.best_score,
+            "augment": None if self.augmentation is None else self.augmentation.config(),
+            "ema": self.ema,
             "parameters": {**counts, "trainable": sum(p.numel() for p in self.trainable_parameters())},
             "history": self.history,
         }

@@ -32,7 +32,8 @@ class ClassificationTask(SERTask):
         model / optimizer / schedule / restore_best: see :class:`~sermodels.tasks.base.SERTask`.
         class_weighted: weight the cross-entropy by inverse class frequency of each stream's training partition.
         cache_features: reuse the frozen features of a clip across epochs (models with ``frozen_features``; only
-            when the data module does not crop clips at random).
+            when the data module does not crop clips at random and no waveform augmentation is on).
+        augment / ema: see :class:`~sermodels.tasks.base.SERTask`.
     """
 
     def __init__(
@@ -43,8 +44,10 @@ class ClassificationTask(SERTask):
         restore_best: bool = True,
         class_weighted: bool = True,
         cache_features: bool = True,
+        augment: dict[str, Any] | None = None,
+        ema: float | None = None,
     ):
-        super().__init__(model, optimizer, schedule, restore_best)
+        super().__init__(model, optimizer, schedule, restore_best, augment=augment, ema=ema)
         self.class_weighted = class_weighted
         self.cache_features = cache_features
         self.class_weights: dict[str, torch.Tensor] = {}
@@ -56,7 +59,8 @@ class ClassificationTask(SERTask):
         if self.class_weighted:
             self.class_weights = self._class_weights(data)
         frozen = hasattr(self.net, "frozen_features")
-        self._reuse_features = frozen and self.cache_features and getattr(data, "max_duration", 1) is None
+        fixed_clips = getattr(data, "max_duration", 1) is None and not self.waveform_augmented
+        self._reuse_features = frozen and self.cache_features and fixed_clips
         datasets = getattr(data, "datasets", {})
         self._train_sets = [datasets[c]["train"] for c in self.streams if c in datasets]
 

@@ -39,10 +39,12 @@ class MultitaskTask(ClassificationTask):
         schedule: dict[str, Any] | None = None,
         restore_best: bool = True,
         class_weighted: bool = True,
+        augment: dict[str, Any] | None = None,
+        ema: float | None = None,
     ):
         if regression_loss not in REGRESSION_LOSSES:
             raise ValueError(f"regression_loss must be one of {REGRESSION_LOSSES}, got {regression_loss!r}")
-        super().__init__(model, optimizer, schedule, restore_best, class_weighted)
+        super().__init__(model, optimizer, schedule, restore_best, class_weighted, augment=augment, ema=ema)
         self.weights = dict(weights or {})
         self.regression_loss = regression_loss
 

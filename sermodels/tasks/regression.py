@@ -40,10 +40,12 @@ class RegressionTask(SERTask):
         optimizer: dict[str, Any] | None = None,
         schedule: dict[str, Any] | None = None,
         restore_best: bool = True,
+        augment: dict[str, Any] | None = None,
+        ema: float | None = None,
     ):
         if loss not in REGRESSION_LOSSES:
             raise ValueError(f"loss must be one of {REGRESSION_LOSSES}, got {loss!r}")
-        super().__init__(model, optimizer, schedule, restore_best)
+        super().__init__(model, optimizer, schedule, restore_best, augment=augment, ema=ema)
         self.regression_loss = loss
 
     def after_net(self, data) -> None:

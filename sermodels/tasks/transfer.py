@@ -116,6 +116,7 @@ class TransferTask(ClassificationTask):
         keep_base_domains: keep the base's other heads (``adapters``/``head`` only; their weights are unchanged).
         freeze / freeze_upto / reinit: layer groups (``groups`` mode).
         optimizer: defaults to SGD at the mode's learning rate (0.1 adapters, 0.01 otherwise).
+        augment / ema: see :class:`~sermodels.tasks.base.SERTask`.
     """
 
     def __init__(
@@ -132,6 +133,8 @@ class TransferTask(ClassificationTask):
         restore_best: bool = True,
         class_weighted: bool = True,
         cache_features: bool = True,
+        augment: dict[str, Any] | None = None,
+        ema: float | None = None,
     ):
         if mode not in MODES:
             raise ValueError(f"transfer mode must be one of {MODES}, got {mode!r}")
@@ -140,7 +143,7 @@ class TransferTask(ClassificationTask):
         if mode == "groups" and keep_base_domains:
             raise ValueError("keep_base_domains belongs to the adapters and head modes (groups trains shared layers)")
         options = {"lr": MODE_LR[mode]} | dict(optimizer or {})
-        super().__init__(None, options, schedule, restore_best, class_weighted, cache_features)
+        super().__init__(None, options, schedule, restore_best, class_weighted, cache_features, augment, ema)
         self.init_from = init_from
         self.mode = mode
         self.like = like
