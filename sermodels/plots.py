@@ -35,6 +35,7 @@ import torch
 
 from sermodels._io import atomic_write_bytes
 from sermodels.audio import load_audio
+from sermodels.layers.domains import domain_key
 from sermodels.models.base import SERModel
 from sermodels.pipelines.inputs import expand_inputs
 
@@ -105,7 +106,8 @@ def attention_map(
             pooled, cells = model.attend(batch, head=head)
             # EmoNet's forward is its head applied to the attention output: reuse the pass when the heads are there.
             classifiers = getattr(model, "classifiers", None)
-            logits = classifiers[head](pooled) if classifiers is not None else model(batch, head=head)
+            key = domain_key(model.resolve_head(head))
+            logits = classifiers[key](pooled) if classifiers is not None else model(batch, head=head)
             logits = logits[0].float().cpu()
     finally:
         model.train(was_training)

@@ -159,7 +159,7 @@ def test_baseline_svm_is_not_a_base(corpus_dir, tmp_path, capsys):
     args = ["finetune", "--from", "logmel_svm.emodb", "--data", str(corpus_dir), "--out", str(tmp_path / "o")]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "logmel_svm.emodb" in err and "not an EmoNet" in err
+    assert "logmel_svm.emodb" in err and "not a multi-domain model" in err and "add_domain" in err
 
 
 def test_unknown_base_and_single_class_are_exit_2(corpus_dir, base_dir, tmp_path, capsys):

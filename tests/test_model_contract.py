@@ -63,6 +63,18 @@ SMALL_BUILDS: dict[str, SmallBuild] = {
         # timm's 0.36 M-parameter test EfficientNet on 64 x 64 images; random weights (no download)
         lambda: {"labels": EMODB_LABELS, "backbone": "test_efficientnet", "image": {"size": [64, 64]}}
     ),
+    "adapted_cnn": SmallBuild(
+        # timm's test EfficientNet (random weights, no download) with two categories domains and a dimensions head;
+        # rank-2 adapters beside its 1x1 convolutions
+        lambda: {
+            "domains": {"emodb": EMODB_LABELS, "urdu": ["angry", "happy"], "av": ["arousal", "valence"]},
+            "head_specs": {"av": {"kind": "dimensions", "names": ["arousal", "valence"], "range": [-1, 1]}},
+            "backbone": "test_efficientnet",
+            "adapter_rank": 2,
+            "hidden": 8,
+            "frontend": {"n_mels": 32},
+        }
+    ),
     "toy_frame": SmallBuild(lambda: {}),
     "toy_utterance": SmallBuild(lambda: {}),
 }

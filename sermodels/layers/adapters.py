@@ -17,7 +17,9 @@ A *domain* here is one set of adapters + BN layers (a corpus or a label space of
 - In a padded batch, every feature map is zeroed beyond each clip's valid time steps after each block.
 
 Parameter names (``conv.weight``, ``adapters.<domain>``, ``bns.<domain>.*``, ``conv1``/``conv2``) are those of the
-released EmoNet checkpoints: renaming them would break loading.
+released EmoNet checkpoints: renaming them would break loading. A domain named like a module attribute (``train``,
+``eval``, ``to``, ...) is stored under ``<domain>__domain`` (:func:`~sermodels.layers.domains.domain_key`); the methods
+take domain names.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sermodels.layers.domains import domain_key
 from sermodels.layers.masks import halve, time_mask
 
 
@@ -54,27 +57,36 @@ class AdaptedConv(nn.Module):
         device, dtype = self.conv.weight.device, self.conv.weight.dtype
         if self.use_adapters:
             if copy_adapter and like is not None:
-                weight = self.adapters[like].detach().clone()
+                weight = self.adapters[domain_key(like)].detach().clone()
             else:
                 weight = torch.zeros(out_channels, in_channels, 1, 1, device=device, dtype=dtype)
             adapter = nn.Parameter(weight)
         bn = nn.BatchNorm2d(out_channels).to(device=device, dtype=dtype).train(self.training)
         if like is not None:
-            bn.load_state_dict(self.bns[like].state_dict())
+            bn.load_state_dict(self.bns[domain_key(like)].state_dict())
+        key = domain_key(domain)
         if self.use_adapters:
-            self.adapters[domain] = adapter
-        self.bns[domain] = bn
+            self.adapters[key] = adapter
+        self.bns[key] = bn
 
     def remove_domain(self, domain: str) -> None:
+        key = domain_key(domain)
         if self.use_adapters:
-            del self.adapters[domain]
-        del self.bns[domain]
+            del self.adapters[key]
+        del self.bns[key]
+
+    def domain_parameters(self, domain: str) -> list[nn.Parameter]:
+        """The domain's adapter (with adapters) and BN parameters."""
+        key = domain_key(domain)
+        adapter = [self.adapters[key]] if self.use_adapters else []
+        return [*adapter, *self.bns[key].parameters()]
 
     def forward(self, x: Tensor, domain: str) -> Tensor:
+        key = domain_key(domain)
         weight = self.conv.weight
         if self.use_adapters:
-            weight = weight + F.pad(self.adapters[domain], (1, 1, 1, 1))
-        return self.bns[domain](F.conv2d(x, weight, stride=self.stride, padding=1))
+            weight = weight + F.pad(self.adapters[key], (1, 1, 1, 1))
+        return self.bns[key](F.conv2d(x, weight, stride=self.stride, padding=1))
 
 
 class ResidualBlock(nn.Module):

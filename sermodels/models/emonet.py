@@ -20,7 +20,9 @@ The adapted convolutions, residual blocks, attention pooling and heads are share
 (``adapters``, ``attention``, ``heads``, ``masks``); this file assembles them.
 
 A *domain* is a corpus (multi-corpus training, §6.1) or an aggregated label space (``arousal``/``valence``, §6.2);
-each domain owns its adapters, its BN layers and its head, and the head of a domain carries the domain's name.
+each domain owns its adapters, its BN layers and its head, and the head of a domain carries the domain's name. Its
+layers are stored under the domain's name, or under ``<name>__domain`` for a name that is a module attribute
+(``train``, ``eval``, ``to``, ...; :mod:`sermodels.layers.domains`), so any folder name can name a domain.
 
 Departures, all documented:
 
@@ -61,9 +63,11 @@ from torch import nn
 
 from sermodels._registry import register_model
 from sermodels.features import AmplitudeToDB, MelSpectrogram
-from sermodels.features.spectrogram import reflect_tails
 from sermodels.layers.adapters import AdaptedConv, ResidualBlock
 from sermodels.layers.attention import AttentionPooling
+from sermodels.layers.domains import SUFFIX as DOMAIN_KEY_SUFFIX
+from sermodels.layers.domains import domain_key
+from sermodels.layers.frontend import standardised_log_mel
 from sermodels.layers.heads import DenseHead
 from sermodels.layers.masks import time_mask
 from sermodels.models.base import SERModel, valid_lengths
@@ -77,8 +81,12 @@ _DOMAIN_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
 def check_domain_name(name: str) -> str:
+    """``name``, or a ValueError: letters, digits, '_' and '-' only, and not ending in ``__domain`` (the suffix under
+    which :func:`~sermodels.layers.domains.domain_key` stores names such as ``train``)."""
     if not isinstance(name, str) or not _DOMAIN_NAME.match(name):
         raise ValueError(f"domain/head names use letters, digits, '_' and '-' only, got {name!r}")
+    if name.endswith(DOMAIN_KEY_SUFFIX):
+        raise ValueError(f"domain/head names may not end in {DOMAIN_KEY_SUFFIX!r}, got {name!r}")
     return name
 
 
@@ -97,6 +105,7 @@ class EmoNet(SERModel):
     """
 
     min_duration = MIN_DURATION_S
+    supports_spectrogram_augment = True
     # Long recordings are scored in 30 s windows (length-weighted mean of the window logits): memory stays bounded
     # on hour-long files while every utterance of the four corpora (at most ~14 s) is still scored whole.
     default_chunk_seconds = 30.0
@@ -140,6 +149,7 @@ class EmoNet(SERModel):
         self.dropout = dropout
         self.melspec = MelSpectrogram(**({"sample_rate": sample_rate} | DEFAULT_FRONTEND | (frontend or {})))
         self.to_db = AmplitudeToDB(stype="power", top_db=None)
+        self._spectrogram_augment = None
         self.stem = AdaptedConv(1, stem, 1, names, adapters)
         blocks = []
         channels = stem
@@ -148,11 +158,11 @@ class EmoNet(SERModel):
                 blocks.append(ResidualBlock(channels, width, 2 if index == 0 else 1, names, adapters))
                 channels = width
         self.blocks = nn.ModuleList(blocks)
-        self.final_bns = nn.ModuleDict({name: nn.BatchNorm2d(channels) for name in names})
+        self.final_bns = nn.ModuleDict({domain_key(name): nn.BatchNorm2d(channels) for name in names})
         self.embedding_dim = channels
         self.attention = AttentionPooling(channels, attention_units, attention_smoothing)
         self.classifiers = nn.ModuleDict(
-            {name: DenseHead(channels, hidden, len(labels), dropout) for name, labels in self.heads.items()}
+            {domain_key(name): DenseHead(channels, hidden, len(labels), dropout) for name, labels in self.heads.items()}
         )
 
     # ---- configuration ---------------------------------------------------------------------------------------------
@@ -239,10 +249,10 @@ class EmoNet(SERModel):
         # New layers take the model's mode: a model in eval mode must not score the new domain with batch statistics.
         bn = nn.BatchNorm2d(self.embedding_dim).to(device=device, dtype=dtype).train(self.training)
         if like is not None:
-            bn.load_state_dict(self.final_bns[like].state_dict())
-        self.final_bns[name] = bn
+            bn.load_state_dict(self.final_bns[domain_key(like)].state_dict())
+        self.final_bns[domain_key(name)] = bn
         head = DenseHead(self.embedding_dim, self.hidden, len(labels), self.dropout)
-        self.classifiers[name] = head.to(device=device, dtype=dtype).train(self.training)
+        self.classifiers[domain_key(name)] = head.to(device=device, dtype=dtype).train(self.training)
         self.heads[name] = list(labels)
         self._set_spec(name, list(labels), spec)
 
@@ -252,8 +262,8 @@ class EmoNet(SERModel):
             raise ValueError("cannot remove the only domain")
         for conv in self._adapted_convs():
             conv.remove_domain(name)
-        del self.final_bns[name]
-        del self.classifiers[name]
+        del self.final_bns[domain_key(name)]
+        del self.classifiers[domain_key(name)]
         del self.heads[name]
         self.head_specs.pop(name, None)
         if self.default_head == name:
@@ -264,16 +274,14 @@ class EmoNet(SERModel):
         self.resolve_head(name)
         params: list[nn.Parameter] = []
         for conv in self._adapted_convs():
-            if self.use_adapters:
-                params.append(conv.adapters[name])
-            params.extend(conv.bns[name].parameters())
-        params.extend(self.final_bns[name].parameters())
-        params.extend(self.classifiers[name].parameters())
+            params.extend(conv.domain_parameters(name))
+        params.extend(self.final_bns[domain_key(name)].parameters())
+        params.extend(self.classifiers[domain_key(name)].parameters())
         return params
 
     def head_parameters(self, name: str) -> list[nn.Parameter]:
         """The classifier head of one domain (what a new head on a frozen base trains)."""
-        return list(self.classifiers[self.resolve_head(name)].parameters())
+        return list(self.classifiers[domain_key(self.resolve_head(name))].parameters())
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters used by every domain: the 3×3 convolutions and the attention."""
@@ -296,50 +304,27 @@ class EmoNet(SERModel):
 
     # ---- forward ---------------------------------------------------------------------------------------------------
     def log_mel(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None):
-        """Standardised log-mel ``(B, 1, n_mels, frames)`` zeroed beyond each clip, and the valid frame counts."""
-        if waveforms.dim() != 2:
-            raise ValueError(f"waveforms must be (batch, samples), got shape {tuple(waveforms.shape)}")
+        """Standardised log-mel ``(B, 1, n_mels, frames)`` zeroed beyond each clip, and the valid frame counts
+        (:func:`sermodels.layers.frontend.standardised_log_mel`: each clip continued past its end by reflection, as
+        the centred STFT pads a clip that is alone, so a clip gets the same input alone and in a padded batch)."""
         lengths = valid_lengths(waveforms, lengths)
-        if lengths.shape != waveforms.shape[:1] or (lengths > waveforms.shape[-1]).any():
-            raise ValueError(
-                f"lengths must give one length per row, each at most the batch width {waveforms.shape[-1]}, "
-                f"got {lengths.tolist()}"
-            )
-        frames = int(self.melspec.num_frames(torch.tensor([waveforms.shape[-1]]))[0])
-        spec = self.to_db(self.melspec(self._reflect_tails(waveforms.float(), lengths)))[..., :frames]  # (B, M, T)
-        valid = self.melspec.num_frames(lengths).clamp(min=1, max=spec.shape[-1])
-        mask = time_mask(valid, spec.shape[-1])[:, 0]  # (B, 1, T)
-        count = valid.to(spec.dtype) * spec.shape[1]
-        mean = (spec * mask).sum(dim=(1, 2)) / count
-        centred = (spec - mean[:, None, None]) * mask
-        std = (centred.square().sum(dim=(1, 2)) / count).sqrt().clamp(min=1e-5)
-        return (centred / std[:, None, None]).unsqueeze(1), valid
+        return standardised_log_mel(self.melspec, self.to_db, waveforms, lengths, "EmoNet", self.min_duration)
 
-    def _reflect_tails(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``(B, T + n_fft // 2)``: each row continued past its own end by reflection, as the centred STFT pads a
-        clip that is alone. With the zeros of a padded batch instead, the last frames of a shorter clip (and with
-        them its standardisation) would differ from the clip scored alone. Only the reflect-padded, centred STFT
-        without extra constant padding (the §5.1 front-end) needs this; other front-ends are left as they are."""
-        stft = self.melspec.spectrogram
-        if not (stft.center and stft.pad_mode == "reflect" and stft.pad == 0):
-            return waveforms
-        half = stft.n_fft // 2
-        short = (lengths <= half).nonzero().flatten().tolist()
-        if short:
-            raise ValueError(
-                f"rows {short} of the batch have {lengths[short].tolist()} samples; EmoNet needs more than {half} "
-                f"per clip (audio files shorter than {self.min_duration} s are rejected when they are loaded)"
-            )
-        return reflect_tails(waveforms, lengths, half)
+    def set_spectrogram_augment(self, augment) -> None:
+        """A callable ``(spec (B, 1, F, T), valid (B,)) -> spec`` applied to the standardised log-mel in training
+        mode only (SpecAugment, set by a training task; not saved with the model)."""
+        self._spectrogram_augment = augment
 
     def features(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None, head: str | None = None):
         """Last feature map ``(B, C, F', T')`` of a domain's network and its valid time steps."""
         domain = self.resolve_head(head)
         x, valid = self.log_mel(waveforms, lengths)
+        if self.training and self._spectrogram_augment is not None:
+            x = self._spectrogram_augment(x, valid)
         x = F.relu(self.stem(x, domain)) * time_mask(valid, x.shape[-1])
         for block in self.blocks:
             x, valid = block(x, valid, domain)
-        x = F.relu(self.final_bns[domain](x)) * time_mask(valid, x.shape[-1])
+        x = F.relu(self.final_bns[domain_key(domain)](x)) * time_mask(valid, x.shape[-1])
         return x, valid
 
     def attend(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None, head: str | None = None):
@@ -354,7 +339,7 @@ class EmoNet(SERModel):
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None, head: str | None = None):
         domain = self.resolve_head(head)
         pooled, _ = self.attend(waveforms, lengths, domain)
-        output = self.classifiers[domain](pooled)
+        output = self.classifiers[domain_key(domain)](pooled)
         spec = self.head_specs.get(domain)
         if spec is not None and spec.range is not None:
             # A bounded dimension (arousal/valence in [-1, 1]) is squashed into its range, so that predictions

@@ -1,4 +1,9 @@
-"""``sermodels finetune``: adapt a pretrained multi-domain model (EmoNet) to your own labelled audio in one command.
+"""``sermodels finetune``: adapt a pretrained multi-domain model to your own labelled audio in one command.
+
+A multi-domain model (EmoNet, and any family with the same methods, :data:`BASE_METHODS`) serves several corpora
+through one shared network, each corpus (*domain*) through its own layers and head; fine-tuning adds a domain for
+your corpus. The new head is named after the data folder (or table), reduced to a valid domain name
+(:func:`corpus_name_for`), unless ``name`` is given.
 
 The data is the generic corpus of :mod:`sermodels.data.folder`: a folder with one sub-folder per class, or a
 CSV/TSV table ``path,label[,speaker][,split]``. Without speakers (a class-folder tree) the ≈70/10/20 %
@@ -7,8 +12,8 @@ a table with a ``speaker`` (or ``split``) column gives a speaker-independent spl
 
 The regimes are the modes of :class:`~sermodels.tasks.transfer.TransferTask` (Gerczuk et al., IEEE TAC, §6.1):
 
-- ``adapters`` (default): new residual adapters, BN layers and head for the corpus; the shared convolutions and the
-  attention stay frozen, so about 10 % of the parameters are trained and the result keeps the base's shared network;
+- ``adapters`` (default): new domain parameters for the corpus (EmoNet: residual adapters, BN layers and head); the
+  shared network stays frozen (EmoNet: about 10 % of the parameters are trained) and the result keeps it;
 - ``head``: only a new classifier head on top of the frozen base (as seen through its ``like`` domain);
 - ``full``: the ``head`` start, then every parameter is trained.
 
@@ -25,6 +30,7 @@ import json
 import math
 import re
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +42,30 @@ DEFAULT_BATCH_SIZE = 16
 DEFAULT_MAX_DURATION = 5.0
 REGIMES = ("adapters", "head", "full")
 PRECISIONS = ("32", "bf16-mixed")
-EMONET_ARCH = "emonet_wrn"
+#: What a base must have: the multi-domain methods (:data:`sermodels.tasks.classification.MULTI_DOMAIN_METHODS`) and
+#: the two more that :func:`sermodels.tasks.transfer.prepare_domains` calls.
+BASE_METHODS = ("add_domain", "domain_parameters", "shared_parameters", "remove_domain", "head_parameters")
 REGIME_TEXT = {
-    "adapters": "new residual adapters, BN layers and head trained; the shared network is the base's, frozen.",
+    "adapters": "the new domain's own layers (adapters, BN layers) and head trained; the shared network is the "
+    "base's, frozen.",
     "head": "a new classifier head trained on the frozen base.",
     "full": "every parameter trained, starting from the base.",
 }
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_RESERVED_SUFFIX = "__domain"  # sermodels.layers.domains.SUFFIX: domain names may not end with it
 
 
 def corpus_name_for(data: str | Path) -> str:
-    """The head name for a data folder or table: its name (a table's stem) reduced to ``[A-Za-z0-9_-]``."""
+    """The head name for a data folder or table: its name (a table's stem) as a valid domain name: accents dropped
+    (``Émotions`` -> ``Emotions``), every run of other characters than ``[A-Za-z0-9_-]`` replaced by ``_`` (``my
+    corpus!`` -> ``my_corpus``, ``labels.v2.csv`` -> ``labels_v2``), ``custom`` when nothing is left. Names that
+    are module attributes (``train``) are fine as they are."""
     path = Path(data)
     raw = path.stem if path.suffix.lower() in (".csv", ".tsv") else path.name
-    name = _UNSAFE.sub("_", raw).strip("_")
+    plain = "".join(c for c in unicodedata.normalize("NFKD", raw) if not unicodedata.combining(c))
+    name = _UNSAFE.sub("_", plain).strip("_")
+    if name.endswith(_RESERVED_SUFFIX):
+        name = name[: -len(_RESERVED_SUFFIX)] + "_domain"
     return name or "custom"
 
 
@@ -80,10 +96,11 @@ def finetune(
     progress: bool = True,
     description: str | None = None,
 ) -> Path | None:
-    """Fine-tune the EmoNet ``base`` (pretrained id or folder) on ``data`` and write a checkpoint folder ``out``.
+    """Fine-tune the multi-domain model ``base`` (pretrained id or folder, e.g. ``emonet_wrn.multi4``) on ``data``
+    and write a checkpoint folder ``out``.
 
     ``name`` is the new head's name (default: :func:`corpus_name_for` ``data``); ``like`` the base head whose BN
-    (and, for ``head``/``full``, adapters) the new head starts from (default: the base's default head). ``lr``
+    (and, for ``head``/``full``, adapters) the new domain starts from (default: the base's default head). ``lr``
     defaults to 0.1 for ``adapters`` and 0.01 otherwise (§6.1). Returns ``out`` (``None`` on the other ranks of a
     multi-device run, where only rank 0 writes).
     """
@@ -102,7 +119,7 @@ def finetune(
         raise FileExistsError(f"{out}: the output must be a folder, and this is a file")
     if data.is_dir() and out.resolve().is_relative_to(data.resolve()):
         raise ValueError(f"{out}: the output folder is inside the data folder {data}, where it would be a class")
-    check_base(base)
+    arch = check_base(base)
     name = check_domain_name(name or corpus_name_for(data))
     train_size = _check_corpus(data, name)
     batch_size = min(batch_size, train_size)
@@ -138,23 +155,27 @@ def finetune(
     wall = time.perf_counter() - started
     if not trainer.is_global_zero:
         return None  # under DDP only rank 0 writes the folder
-    text = description or (
-        f"EmoNet fine-tuned from {base} on the user corpus {name} ({data.name}): {REGIME_TEXT[regime]}"
+    text = (
+        description or f"{arch} fine-tuned from {base} on the user corpus {name} ({data.name}): {REGIME_TEXT[regime]}"
     )
     return export(task, datamodule, out, description=text, trainer_info=trainer_info(trainer, wall))
 
 
-def check_base(base: str | Path) -> None:
-    """A clear error unless ``base`` names an EmoNet checkpoint (reads its config.json only)."""
+def check_base(base: str | Path) -> str:
+    """The architecture of ``base``, or a clear error unless it is a multi-domain model: one whose class has every
+    method of :data:`BASE_METHODS` (reads its config.json only; the weights are loaded when training starts)."""
+    from sermodels._registry import get_model_class
     from sermodels.hub import read_config
 
-    config = read_config(base)
-    arch = config.get("architecture")
-    if arch != EMONET_ARCH:
+    arch = read_config(base).get("architecture")
+    cls = get_model_class(str(arch))
+    missing = [method for method in BASE_METHODS if not callable(getattr(cls, method, None))]
+    if missing:
         raise ValueError(
-            f"{base}: a {arch} model, not an EmoNet ({EMONET_ARCH}); fine-tuning needs an EmoNet base "
-            "such as emonet_wrn.multi4"
+            f"{base}: a {arch} model, not a multi-domain model (it lacks {', '.join(missing)}); fine-tuning adds a "
+            "domain for your corpus to a base with per-domain layers and heads, such as emonet_wrn.multi4"
         )
+    return str(arch)
 
 
 def _check_options(regime, epochs, batch_size, max_duration, precision, patience) -> None:
