@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sermodels.checkpoint import read_json_object
+from sermodels.labels import LABEL_SPACES
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -34,6 +35,8 @@ EMONET_REGIMES = {
     "full": "full fine-tune",
 }
 PROTOCOL_NAMES = {"emonet_split": "EmoSet split", "loso": "leave-one-speaker-out"}
+#: A released model: its id, config.json and metrics.json.
+Released = tuple[str, dict[str, Any], dict[str, Any]]
 MIB = 2**20
 
 
@@ -60,34 +63,120 @@ def trained_on(training: dict[str, Any]) -> str:
     return ", ".join(f"{CORPUS_NAMES.get(n, n)} ({splits[n]})" for n in names)
 
 
-def classes_cell(heads: dict[str, list[str]]) -> str:
-    """A single head: its class count; several (EmoNet, one per corpus): ``4 heads (7/8/7/4)``."""
-    if len(heads) == 1:
-        return str(len(next(iter(heads.values()))))
-    return f"{len(heads)} heads ({'/'.join(str(len(labels)) for labels in heads.values())})"
+def pooled_space(config: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """``(space, classes)`` of a model with a single categories head named after a pooled label space (EmoNet's
+    aggregated arousal or valence, §6.2), else None."""
+    heads = config["heads"]
+    (name, labels), *more = heads.items()
+    kind = config.get("outputs", {}).get(name, {}).get("kind", "categories")
+    pooled = not more and kind == "categories" and name in LABEL_SPACES and name != "categories"
+    return (name, list(labels)) if pooled else None
+
+
+def predicts_cell(config: dict[str, Any]) -> str:
+    """What a model outputs: ``7 emotions``; several heads (EmoNet, one per corpus): ``4 heads (7/8/7/4 emotions)``;
+    a pooled label space: ``arousal: low/high``; a dimensions head: its dimensions."""
+    heads, outputs = config["heads"], config.get("outputs", {})
+    if len(heads) > 1:
+        return f"{len(heads)} heads ({'/'.join(str(len(labels)) for labels in heads.values())} emotions)"
+    name, labels = next(iter(heads.items()))
+    if outputs.get(name, {}).get("kind", "categories") != "categories":
+        return f"{', '.join(labels)} (values)"
+    space = pooled_space(config)
+    return f"{space[0]}: {'/'.join(space[1])}" if space else f"{len(labels)} emotions"
+
+
+def released_models(checkpoints: Path) -> list[Released]:
+    """``(id, config, metrics)`` of every checkpoint folder with a config.json and a metrics.json, by id."""
+    found = []
+    for folder in sorted(p for p in checkpoints.iterdir() if (p / "config.json").is_file()):
+        if (folder / "metrics.json").is_file():
+            found.append(
+                (folder.name, read_json_object(folder / "config.json"), read_json_object(folder / "metrics.json"))
+            )
+    return found
+
+
+def scored_corpora(models: list[Released]) -> list[str]:
+    """The corpora with a fixed-split test result (``<corpus>/test`` in a metrics.json): the four of the benchmarks
+    first, in their order, then any other."""
+    scored = {key.split("/")[0] for _, _, metrics in models for key in metrics if key.endswith("/test")}
+    return [c for c in CORPUS_NAMES if c in scored] + sorted(scored - set(CORPUS_NAMES))
 
 
 def models_table(checkpoints: Path = REPO / "checkpoints") -> str:
+    """One row per released model, its fixed-split test UAR on each corpus, then the corpora's licences."""
+    models = released_models(checkpoints)
+    if not models:
+        return "_No released models yet: `sermodels evaluate --metrics checkpoints/<id>/metrics.json` writes one._"
+    corpora = scored_corpora(models)
+    columns = [corpus_header(c, models) for c in corpora]
     rows = [
-        "| id | architecture | trained on | classes | evaluated on | UAR % | WAR % | licence |",
-        "|---|---|---|---|---|---|---|---|",
+        "| id | architecture | trained on | predicts | " + " | ".join(columns) + " |",
+        "|---" * (4 + len(corpora)) + "|",
     ]
-    for folder in sorted(p for p in checkpoints.iterdir() if (p / "config.json").is_file()):
-        config = read_json_object(folder / "config.json")
-        metrics_file = folder / "metrics.json"
-        metrics = read_json_object(metrics_file) if metrics_file.is_file() else {}
+    for model_id, config, metrics in models:
         training = config.get("training", {})
-        corpora = training.get("corpora", [])
-        trained = trained_on(training) if corpora else "–"
-        licences = ", ".join(sorted({c.get("licence", "?") for c in corpora}))
-        classes = classes_cell(config["heads"])
-        for key in sorted(metrics) or ["–"]:
-            m = metrics.get(key, {})
-            rows.append(
-                f"| `{folder.name}` | {config['architecture']} | {trained} | {classes} | {key} | "
-                f"{pct(m.get('uar'))} | {pct(m.get('war'))} | {licences} |"
-            )
+        trained = trained_on(training) if training.get("corpora") else "–"
+        cells = [pct(metrics.get(f"{c}/test", {}).get("uar")) for c in corpora]
+        rows.append(
+            f"| `{model_id}` | {config['architecture']} | {trained} | {predicts_cell(config)} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    rows += ["", models_caption(models)]
+    licences = licence_lines(models)
+    if licences:
+        rows += ["", "Licences of the training corpora (a model is bound by those of the corpora it learnt from):", ""]
+        rows += [f"- {line}" for line in licences]
     return "\n".join(rows)
+
+
+def models_caption(models: list[Released]) -> str:
+    """What the numbers are; for models of a pooled label space (EmoNet's arousal, valence), which space."""
+    text = (
+        "Test UAR in % on each corpus's fixed speaker-independent test partition (test utterances in the column "
+        "header), from the model's `metrics.json`; –: no head for that corpus, or not evaluated on it. A model with a "
+        "head per corpus is scored through the corpus's own head."
+    )
+    pooled = {model_id: space for model_id, config, _ in models if (space := pooled_space(config))}
+    if not pooled:
+        return text
+    ids = " and ".join(f"`{model_id}`" for model_id in pooled)
+    verb = "predicts" if len(pooled) == 1 else "predict"
+    spaces = "; ".join(
+        f"{name}: {'/'.join(labels)}, chance {pct(1 / len(labels))} %" for name, labels in pooled.values()
+    )
+    return (
+        f"{text} {ids} {verb} a label space pooled over the corpora (EmoNet §6.2, Table 2): each corpus's categories "
+        f"are mapped into it and scored there ({spaces}), so those rows do not compare with the emotion rows of the "
+        "same column (chance: 1 / the corpus's number of emotions)."
+    )
+
+
+def corpus_header(corpus: str, models: list[Released]) -> str:
+    """``EMO-DB (107)`` when every model was tested on the same number of utterances, else the name alone."""
+    name = CORPUS_NAMES.get(corpus, corpus)
+    sizes = {metrics[f"{corpus}/test"].get("n") for _, _, metrics in models if f"{corpus}/test" in metrics}
+    return f"{name} ({sizes.pop()})" if len(sizes) == 1 and None not in sizes else name
+
+
+def licence_lines(models: list[Released]) -> list[str]:
+    """``EMO-DB (every model): <licence>``, or the ids of the models trained on it; one line per corpus and licence."""
+    users: dict[tuple[str, str], list[str]] = {}
+    for model_id, config, _ in models:
+        for corpus in config.get("training", {}).get("corpora", []):
+            users.setdefault((corpus["name"], corpus.get("licence", "?")), []).append(model_id)
+    order = list(CORPUS_NAMES)
+    lines = []
+    for (corpus, licence), ids in sorted(users.items(), key=lambda kv: (_rank(kv[0][0], order), kv[0])):
+        who = "every model" if len(ids) == len(models) else ", ".join(f"`{i}`" for i in ids)
+        lines.append(f"{CORPUS_NAMES.get(corpus, corpus)} ({who}): {licence}")
+    return lines
+
+
+def _rank(corpus: str, order: list[str]) -> int:
+    return order.index(corpus) if corpus in order else len(order)
 
 
 def baselines_table(path: Path = RESULTS / "baselines.json") -> str:

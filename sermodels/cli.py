@@ -2,13 +2,15 @@
 
 sermodels corpora                                   supported corpora
 sermodels models                                    architectures and pretrained ids
-sermodels predict --model ID PATH... [--out F]      emotions of files or folders (F: .csv, .json, .parquet)
+sermodels predict --model ID PATH... [--out F]      emotions of files or folders, as a table on the terminal
+                                                    (F: also write .csv, .json, .parquet; '-': CSV on stdout)
                   [--timeline-seconds S]            frame-level heads: a timeline row per S seconds, not per frame
                   [--attention OUT.png|DIR]         + EmoNet attention maps (sermodels/plots.py)
 sermodels evaluate --model ID --corpus NAME --root DIR [--split test|dev|loso|cv6|cv5]
 sermodels fit-svm --config RECIPE.yaml [key=value ...]
 sermodels fit-deep-spectrum --config RECIPE.yaml [key=value ...]   Deep Spectrum features + SVM or linear head
-sermodels finetune --from ID --data DIR_OR_CSV --out DIR [--regime adapters|head|full]   EmoNet on your corpus
+sermodels finetune --from ID --data DIR_OR_CSV --out DIR [--regime adapters|head|full]   a multi-domain model
+                                                    (EmoNet, ...) on your corpus, as a new head [--name NAME]
 sermodels features deepspectrum IN... -o OUT.csv|.npy|.parquet [--backbone NAME --window S ...]   Deep Spectrum features
 sermodels card ID_OR_FOLDER                         (re)generate a model card
 sermodels hub push ID_OR_FOLDER --repo-id ORG/NAME  upload a checkpoint folder
@@ -23,6 +25,8 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+STDOUT = "-"  # `predict --out -`: the CSV table on stdout (for pipes), not the aligned terminal table
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,8 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument(
         "--out",
-        help="write rows to FILE.csv, FILE.json or FILE.parquet (needs pyarrow) and a per-file summary to the "
-        "terminal (default: CSV on stdout)",
+        help="also write every row to FILE.csv, FILE.json or FILE.parquet (needs pyarrow); '-': CSV on stdout "
+        "instead of the table (default: the table only: file, label, its probability, one row per file)",
     )
     p.add_argument(
         "--chunk-seconds",
@@ -202,10 +206,13 @@ def _models(args) -> int:
 
 def _predict(args) -> int:
     import sermodels
-    from sermodels.pipelines.predict import check_output_path, predict_files, summary_lines, write_predictions
+    from sermodels.pipelines.predict import check_output_path, predict_files, write_predictions
+    from sermodels.pipelines.terminal import prediction_table
 
-    if args.out:
-        check_output_path(args.out)
+    to_stdout = args.out == STDOUT
+    out = None if to_stdout else args.out
+    if out:
+        check_output_path(out)
     maps = None
     if args.attention:
         from sermodels import plots
@@ -223,15 +230,20 @@ def _predict(args) -> int:
         device=args.device,
         progress=not args.no_progress,
         max_chunk_seconds=args.chunk_seconds,
-        out=args.out,
+        out=out,
         timeline_seconds=args.timeline_seconds,
     )
-    if args.out:
-        print("\n".join(summary_lines(result)))
-        rows = f" ({len(result.timeline)} timeline rows)" if result.spec.level == "frame" else ""
-        print(f"wrote {len(result.rows)} predictions{rows} to {args.out}", file=sys.stderr)
-    else:
+    table = [] if to_stdout else prediction_table(result)
+    if to_stdout:
         write_predictions(result, sys.stdout)
+    elif table:
+        print("\n".join(table), flush=True)
+    frame = result.spec.level == "frame"
+    if out:
+        rows = f" ({len(result.timeline)} timeline rows)" if frame else ""
+        print(f"wrote {len(result.rows)} predictions{rows} to {out}", file=sys.stderr)
+    elif frame and table:
+        print("each file's frames averaged; --out FILE.csv (or '-') writes the timeline", file=sys.stderr)
     not_drawn = [] if maps is None else plots.write_attention_maps(model, maps, result.paths, head=args.head)
     for path, reason in result.failures:
         print(f"skipped {reason}" if str(path) in reason else f"skipped {path}: {reason}", file=sys.stderr)
@@ -400,8 +412,13 @@ def _fit_deep_spectrum(args) -> int:
 def _finetune_parser(sub) -> None:
     from sermodels.training import finetune as ft  # light: Lightning is imported when the command runs
 
-    p = sub.add_parser("finetune", help="fine-tune a pretrained EmoNet on your own class folders or CSV/TSV table")
-    p.add_argument("--from", dest="base", required=True, help="pretrained EmoNet id or checkpoint folder")
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a pretrained multi-domain model (EmoNet, ...) on your own class folders or CSV/TSV table",
+    )
+    p.add_argument(
+        "--from", dest="base", required=True, help="pretrained multi-domain model: id (emonet_wrn.multi4) or folder"
+    )
     p.add_argument("--data", required=True, help="folder with one sub-folder per class, or a CSV/TSV table")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
     p.add_argument("--regime", choices=ft.REGIMES, default="adapters", help="what is trained (default: adapters)")
@@ -415,7 +432,12 @@ def _finetune_parser(sub) -> None:
     )
     p.add_argument("--lr", type=float, default=None, help="default: 0.1 (adapters), 0.01 (head, full)")
     p.add_argument("--patience", type=int, default=None, help="plateau epochs before lr x0.1 (default: epochs/4)")
-    p.add_argument("--name", default=None, help="name of the new head (default: the data folder's name)")
+    p.add_argument(
+        "--name",
+        default=None,
+        help="name of the new head: letters, digits, '_' and '-' (default: the data folder's name, other characters "
+        "replaced by '_')",
+    )
     p.add_argument("--like", default=None, help="base head to start BN/adapters from (default: its default head)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=ft.PRECISIONS, default="32")

@@ -106,7 +106,7 @@ def test_missing_results_give_placeholders(tmp_path):
     assert make_readme.emonet_speed_table(tmp_path / "none.json").startswith("_Not measured yet")
 
 
-def test_models_table_shows_emonet_heads_and_per_corpus_splits(tmp_path):
+def test_models_table_has_a_row_per_released_model_and_a_column_per_corpus(tmp_path):
     from sermodels.checkpoint import save_pretrained
     from sermodels.labels import label_names
     from sermodels.models.emonet import EmoNet
@@ -116,23 +116,40 @@ def test_models_table_shows_emonet_heads_and_per_corpus_splits(tmp_path):
     for name in ("config.json", "metrics.json"):
         (tmp_path / svm.name / name).write_text((svm / name).read_text())
     corpora = [{"name": n, "licence": f"{n} licence"} for n in ("emodb", "ravdess", "urdu")]
-    model = EmoNet({n: label_names("categories", n) for n in ("emodb", "ravdess", "urdu")}, widths=(8, 8, 8))
-    for folder, split in (("emonet_wrn.a", "fixed"), ("emonet_wrn.b", {"emodb": "fixed", "ravdess": "cv6"})):
+    multi = EmoNet({n: label_names("categories", n) for n in ("emodb", "ravdess", "urdu")}, widths=(8, 8, 8))
+    arousal = EmoNet({"arousal": ["low", "high"]}, widths=(8, 8, 8))
+    releases = {
+        "emonet_wrn.a": (multi, "fixed", {"emodb/test": (0.5, 107), "urdu/test": (0.5, 80)}),
+        "emonet_wrn.b": (multi, {"emodb": "fixed", "ravdess": "cv6"}, {"ravdess/test": (0.25, 240)}),
+        "emonet_wrn.arousal": (arousal, "fixed", {"emodb/test": (0.9, 107), "emodb/loso": (0.8, 535)}),
+        "emonet_wrn.unscored": (multi, "fixed", None),  # no metrics.json: not a released row
+    }
+    for folder, (model, split, metrics) in releases.items():
         save_pretrained(model, tmp_path / folder, extra={"training": {"corpora": corpora, "split": split}})
-    metrics = {f"{c}/test": {"uar": 0.5, "war": 0.25} for c in ("emodb", "urdu")}
-    (tmp_path / "emonet_wrn.a" / "metrics.json").write_text(json.dumps(metrics))
-    rows = make_readme.models_table(tmp_path).splitlines()
-    licences = "emodb licence, ravdess licence, urdu licence"
-    assert rows[2:4] == [
-        f"| `emonet_wrn.a` | emonet_wrn | EMO-DB, RAVDESS, URDU (fixed) | 3 heads (7/8/4) | {key} | 50.0 | 25.0 | "
-        f"{licences} |"
-        for key in ("emodb/test", "urdu/test")
+        if metrics is not None:
+            scores = {key: {"uar": uar, "war": 0.1, "n": n} for key, (uar, n) in metrics.items()}
+            (tmp_path / folder / "metrics.json").write_text(json.dumps(scores))
+    text = make_readme.models_table(tmp_path)
+    rows = text.splitlines()
+    assert rows[0] == "| id | architecture | trained on | predicts | EMO-DB (107) | RAVDESS (240) | URDU (80) |"
+    trained = "EMO-DB, RAVDESS, URDU (fixed)"
+    assert rows[2:5] == [
+        f"| `emonet_wrn.a` | emonet_wrn | {trained} | 3 heads (7/8/4 emotions) | 50.0 | – | 50.0 |",
+        f"| `emonet_wrn.arousal` | emonet_wrn | {trained} | arousal: low/high | 90.0 | – | – |",
+        "| `emonet_wrn.b` | emonet_wrn | EMO-DB (fixed), RAVDESS (cv6), URDU (?) | 3 heads (7/8/4 emotions) | – | "
+        "25.0 | – |",
     ]
-    assert rows[4] == (
-        "| `emonet_wrn.b` | emonet_wrn | EMO-DB (fixed), RAVDESS (cv6), URDU (?) | 3 heads (7/8/4) | – | – | – | "
-        f"{licences} |"
-    )
-    assert rows[5].startswith("| `logmel_svm.emodb` | logmel_svm | EMO-DB (fixed) | 7 | emodb/test |")
+    assert rows[5].startswith("| `logmel_svm.emodb` | logmel_svm | EMO-DB (fixed) | 7 emotions | 55.1 | – | – |")
+    assert "unscored" not in text and "WAR" not in text and "10.0" not in text and "80.0" not in text
+    assert "`emonet_wrn.arousal` predicts a label space pooled over the corpora" in text
+    assert "(arousal: low/high, chance 50.0 %)" in text
+    # The licences once each, below the table, with the models trained on each corpus.
+    assert "licence |" not in text and text.count("urdu licence") == 1
+    ids = "`emonet_wrn.a`, `emonet_wrn.arousal`, `emonet_wrn.b`"
+    assert f"- EMO-DB ({ids}): emodb licence" in rows
+    assert f"- URDU ({ids}): urdu licence" in rows
+    released = json.loads((svm / "config.json").read_text())["training"]["corpora"][0]["licence"]
+    assert f"- EMO-DB (`logmel_svm.emodb`): {released}" in rows
 
 
 def test_render_needs_every_block(tmp_path):

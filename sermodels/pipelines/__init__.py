@@ -6,6 +6,7 @@
 - :mod:`~sermodels.pipelines.resume`: a resumable job's partial folder (settings, lock, shards);
 - :mod:`~sermodels.pipelines.writers`: CSV / JSON / NPY / Parquet outputs;
 - :mod:`~sermodels.pipelines.predict`: ``sermodels predict`` (:func:`predict_files`, :func:`run_predictions`);
+- :mod:`~sermodels.pipelines.terminal`: the table ``sermodels predict`` prints (a row per file);
 - :mod:`~sermodels.pipelines.features`: ``sermodels features deepspectrum`` (imported on its own: it needs timm).
 
 Pipelines sit above the models and features: they may import anything below them, nothing below imports them.

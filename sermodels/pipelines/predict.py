@@ -23,7 +23,7 @@ far are written atomically when at least ``save_every_seconds`` have passed sinc
 every batch) and when the run ends, also when it ends with an exception such as Ctrl-C: every file finished before
 the interruption is on disk, and a file on disk is always a complete, parseable snapshot. JSON snapshots carry
 ``"complete": false`` until the end. A file's result is recorded when the last of its chunks has been through the
-model, never a partial average.
+model, never a partial average. What the command prints on the terminal: :mod:`sermodels.pipelines.terminal`.
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ FORMATS = ("csv", "json", "parquet")
 TEXT_COLUMNS = ("path", "label", "error")  # every other column of a table is a number
 RESERVED_COLUMNS = ("path", "start", "end", "label", "error")
 TIME_DECIMALS = 6  # start/end rounded to the microsecond: 0.3, not 0.30000000000000004
-SUMMARY_FILES = 20  # files listed on the terminal by summary_lines
 
 
 @dataclass
@@ -477,27 +476,3 @@ def _json_payload(result: PredictionResult) -> dict[str, Any]:
         payload["predictions"] = result.rows
     payload["failures"] = [{"path": p, "reason": reason} for p, reason in result.failures]
     return payload
-
-
-def summary_lines(result: PredictionResult, limit: int = SUMMARY_FILES) -> list[str]:
-    """A line per predicted file for the terminal (the first ``limit``): ``path  label  score`` for categories,
-    ``path  name=value...`` for dimensions, the size of an embedding; a frame-level head's files with their duration
-    and frame count, their values averaged over the frames."""
-    spec = result.spec
-    shown = result.rows[:limit]
-    width = max((len(row["path"]) for row in shown), default=0)
-    lines = []
-    for row, output in zip(shown, result.outputs):
-        parts = [row["path"].ljust(width)]
-        if spec.level == "frame":
-            parts.append(f"{row['end']:.2f} s, {output.shape[0]} frames, mean")
-        if spec.kind == "categories":
-            parts += [row["label"], f"{row[SCORE_PREFIX + row['label']]:.3f}"]
-        elif spec.kind == "dimensions":
-            parts += [f"{name}={row[name]:+.3f}" for name in spec.names]
-        else:
-            parts.append(f"embedding of {spec.dim} values")
-        lines.append("  ".join(parts))
-    if len(result.rows) > limit:
-        lines.append(f"... and {len(result.rows) - limit} more files")
-    return lines

@@ -1,5 +1,5 @@
 """`predict` by output kind: frame-level timelines (CSV, JSON, Parquet, through the command line), dimensions and
-embedding columns, chunked frame-level input, the spec check, and the terminal summary, on real corpus files.
+embedding columns, chunked frame-level input, the spec check, and the terminal table, on real corpus files.
 
 The toy architectures of ``toy_models`` compute their outputs from the log energy of 10 ms frames, so every value
 can be checked against the model run on the decoded file directly.
@@ -23,7 +23,8 @@ from sermodels import outputs
 from sermodels.audio import load_audio
 from sermodels.cli import main
 from sermodels.hub import save_pretrained
-from sermodels.pipelines.predict import predict_files, run_predictions, summary_lines, write_predictions
+from sermodels.pipelines.predict import predict_files, run_predictions, write_predictions
+from sermodels.pipelines.terminal import prediction_table
 
 STEMS = ["03a01Fa", "08a01Ab", "10b03Wb", "13a05Tc"]
 HOP = 160  # samples per 10 ms frame at 16 kHz
@@ -65,9 +66,13 @@ def test_frame_level_timeline_csv_json_parquet_through_the_cli(tmp_path, files, 
         written[suffix] = out
         captured = capsys.readouterr()
         assert "no such file" in captured.err and "1 of 5 inputs failed" in captured.err
-        summary = captured.out.splitlines()
-        assert [line.split()[0] for line in summary] == [str(f) for f in files]  # one line per predicted file
-        assert "frames" in summary[0] and "arousal=" in summary[0] and "valence=" in summary[0]
+        header, _, *table = captured.out.splitlines()
+        assert header.split() == ["file", "seconds", "frames", "arousal", "valence"]
+        assert [line.split()[0] for line in table] == [str(f) for f in files]  # one row per predicted file
+        frames = [_direct(toy_frame, f) for f in files]
+        assert [int(line.split()[2]) for line in table] == [len(f) for f in frames]
+        means = [float(v) for line in table for v in line.split()[3:]]
+        assert means == pytest.approx(torch.stack([f.mean(0) for f in frames]).flatten().tolist(), abs=5e-4)
 
     header, rows = _read_csv(written[".csv"])
     assert header == ["path", "start", "end", "arousal", "valence", "error"]
@@ -145,8 +150,11 @@ def test_dimensions_head_has_one_column_per_dimension(tmp_path, files):
     header, rows = _read_csv(write_predictions(result, tmp_path / "av.csv"))
     assert header == ["path", "arousal", "valence", "error"]
     assert [float(row["valence"]) for row in rows] == [row["valence"] for row in result.rows]
-    lines = summary_lines(result)
-    assert len(lines) == len(files) and "arousal=" in lines[0] and "valence=" in lines[0]
+    header, _, *lines = prediction_table(result)
+    assert header.split() == ["file", "arousal", "valence"] and len(lines) == len(files)
+    assert [float(v) for v in lines[0].split()[1:]] == pytest.approx(
+        [result.rows[0]["arousal"], result.rows[0]["valence"]], abs=5e-4
+    )
 
 
 def test_chunked_frame_level_input_is_the_unchunked_timeline(tmp_path, files, toy_frame):
@@ -203,7 +211,8 @@ def test_embedding_head_columns(tmp_path, files):
     assert [result.rows[1]["emb_0"], result.rows[1]["emb_1"]] == pytest.approx(direct.tolist(), abs=1e-5)
     header, _ = _read_csv(write_predictions(result, tmp_path / "emb.csv"))
     assert header == ["path", "emb_0", "emb_1", "error"]
-    assert "embedding of 2 values" in summary_lines(result)[0]
+    header, _, first, *_ = prediction_table(result)
+    assert header.split()[:2] == ["file", "values"] and first.split()[1] == "2"
 
 
 class WrongShapeModel(LogEnergyModel):
@@ -222,13 +231,13 @@ def test_outputs_are_checked_against_the_spec(files):
         predict_files(clashing, files[:1], progress=False)
 
 
-def test_categories_summary_on_the_terminal(tmp_path, files, capsys):
+def test_categories_table_on_the_terminal(tmp_path, files, capsys):
     out = tmp_path / "pred.csv"
     assert main(["predict", "--no-progress", *map(str, files[:2]), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     _, rows = _read_csv(out)
-    lines = captured.out.splitlines()
-    assert len(lines) == 2
+    header, _, *lines = captured.out.splitlines()
+    assert header.split() == ["file", "label", "probability"] and len(lines) == 2
     for line, row in zip(lines, rows):
         path, label, score = line.split()
         assert (path, label) == (row["path"], row["label"])
