@@ -636,8 +636,90 @@ def deep_spectrum_speed(res: dict[str, Any]) -> str:
     )
 
 
+ZOO_CORPORA = ("emodb", "ravdess", "emovo", "urdu")
+ZOO_NAMES = {"emodb": "EMO-DB", "ravdess": "RAVDESS", "emovo": "EMOVO", "urdu": "URDU"}
+
+
+def zoo_table(path: Path = RESULTS / "models.json", unseen: Path = RESULTS / "finetune_unseen.json") -> str:
+    """benchmarks/models.py: recipes on the fixed splits against the best baseline, EMO-DB LOSO, leave-one-corpus-out
+    arousal/valence; benchmarks/finetune_unseen.py: adapter transfer to an unseen corpus."""
+    if not path.is_file():
+        return "_Not measured yet: run `python benchmarks/models.py`._"
+    res = read_json_object(path)
+    variants = res.get("variants", {})
+    baselines = res.get("baselines", {})
+    lines = [
+        "| recipe | " + " | ".join(ZOO_NAMES[c] for c in ZOO_CORPORA) + " | mean |",
+        "|---|" + "---|" * (len(ZOO_CORPORA) + 1),
+    ]
+    for name, entry in variants.items():
+        if entry.get("protocol") not in ("fixed", "per_corpus"):
+            continue
+        corpora = entry.get("corpora", {})
+        cells = [marked_cell(corpora.get(c), "mcnemar_vs_baseline") for c in ZOO_CORPORA]
+        mean = entry.get("mean_uar")
+        lines.append(f"| `{name}`: {entry.get('description', '')} | " + " | ".join(cells) + f" | {pct(mean)} |")
+    if baselines:
+        cells = [
+            f"{pct(baselines[c]['uar'])} ({baselines[c]['system']})" if c in baselines else "–" for c in ZOO_CORPORA
+        ]
+        lines.append("| best SVM baseline of the corpus (benchmarks/baselines.py) | " + " | ".join(cells) + " | |")
+    env = res.get("environment", {})
+    lines += [
+        "",
+        "Test UAR % on each corpus's fixed speaker-independent test split; + / − : McNemar's exact test against the "
+        "corpus's best SVM baseline gives p < 0.05 (sign: which UAR is higher). "
+        f"Measured on {env.get('cpu_threads', '?')} CPU threads, {env.get('date', '?')}.",
+    ]
+    loso = variants.get("loso_emodb")
+    if loso:
+        lines += ["", "| EMO-DB leave-one-speaker-out | mean fold UAR | pooled UAR | folds |", "|---|---|---|---|"]
+        std = loso.get("fold_uar_std")
+        spread = f" ± {pct(std)}" if std is not None else ""
+        lines.append(
+            f"| `loso_emodb`: {loso.get('description', '')} | {pct(loso.get('fold_uar_mean'))}{spread} | "
+            f"{pct(loso.get('uar'))} | {loso.get('folds_n', '?')} of {loso.get('folds_total', '?')} |"
+        )
+        for system, base in (loso.get("baselines_loso") or {}).items():
+            lines.append(
+                f"| {system} + SVM (benchmarks/baselines.py) | {pct(base.get('fold_uar_mean'))} | "
+                f"{pct(base.get('uar'))} | 10 |"
+            )
+        for anchor in loso.get("anchors") or []:
+            lines.append(f"| {anchor['system']}, published ({anchor['source']}) | | {pct(anchor['uar'])} | 10 |")
+    loco = [(name, variants[name]) for name in ("loco_arousal", "loco_valence") if name in variants]
+    if loco:
+        header = " | ".join(ZOO_NAMES[c] for c in ZOO_CORPORA)
+        lines += ["", f"| leave one corpus out, UAR % on every file of the held-out corpus | {header} | mean |"]
+        lines.append("|---|" + "---|" * (len(ZOO_CORPORA) + 1))
+    for name, entry in loco:
+        cells = [pct((entry.get("corpora", {}).get(c) or {}).get("uar")) for c in ZOO_CORPORA]
+        lines.append(
+            f"| `{name}`: {entry.get('description', '')} | {' | '.join(cells)} | {pct(entry.get('mean_uar'))} |"
+        )
+    if unseen.is_file():
+        runs = read_json_object(unseen).get("results", {})
+        if runs:
+            lines += [
+                "",
+                "| adapter fine-tuning on a corpus the base never saw (base / corpus / files per class) | files "
+                "(train / test speakers' test) | fine-tuned UAR | eGeMAPS + linear SVM | log-mel functionals + linear "
+                "SVM |",
+                "|---|---|---|---|---|",
+            ]
+            for key, run in runs.items():
+                svms = run.get("svms", {})
+                lines.append(
+                    f"| `{key}` | {run.get('train', {}).get('n', '?')} / {run.get('test', {}).get('n', '?')} | "
+                    f"{pct(run.get('model', {}).get('uar'))} | {pct(svms.get('egemaps', {}).get('uar'))} | "
+                    f"{pct(svms.get('logmel600', {}).get('uar'))} |"
+                )
+    return "\n".join(lines)
+
+
 SECTIONS = {
     "models": models_table,
+    "zoo": zoo_table,
     "emonet": emonet_table,
     "emonet_speed": emonet_speed_table,
     "deep_spectrum": deep_spectrum_table,
