@@ -1,8 +1,8 @@
-"""Released checkpoints keep predicting exactly as they did before the training-core refactor.
+"""Released checkpoints keep predicting exactly as they did when they were released.
 
 ``fixtures/released_predictions.json`` holds the labels and scores that each released checkpoint gave, head by head,
-on the bundled clips and on files of the four corpora, written by the code as it stood before the refactor. The
-labels must be identical and every score within 1e-4.
+on the bundled clips and on files of the four corpora, written when it was released (the older ones by the code
+before the training-core refactor). The labels must be identical and every score within 1e-4.
 """
 
 from __future__ import annotations

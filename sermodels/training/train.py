@@ -109,7 +109,7 @@ def export(
         "max_duration": info.get("max_duration"),
         "batch_size": getattr(data, "batch_size", None),
         "split": {c["name"]: c["split"] for c in corpora},
-        "selection": "weights of the epoch with the best mean dev score" if task.restore_best else "last",
+        "selection": selection_text(task),
         "schedule_run": trainer_info or {},
     }
     return write_release(
@@ -177,3 +177,12 @@ def _names_data_class(path: str) -> bool:
         return False  # LightningCLI reports the unreadable file itself
     data = config.get("data") if isinstance(config, dict) else None
     return isinstance(data, dict) and "class_path" in data
+
+
+def selection_text(task) -> str:
+    """How the released weights were chosen, for the training log and the card."""
+    averaged = f"the EMA (decay {task.ema}) of the weights" if getattr(task, "ema", None) else "the weights"
+    if task.restore_best:
+        return f"{averaged} at the validation with the best mean dev score"
+    return f"{averaged} at the end of training"
+
