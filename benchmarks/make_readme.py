@@ -15,6 +15,7 @@ from typing import Any
 
 from sermodels.checkpoint import read_json_object
 from sermodels.labels import LABEL_SPACES
+from sermodels.pretrained import load_index
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -115,14 +116,14 @@ def models_table(checkpoints: Path = REPO / "checkpoints") -> str:
         "| id | architecture | trained on | predicts | " + " | ".join(columns) + " |",
         "|---" * (4 + len(corpora)) + "|",
     ]
+    default = load_index().get("_default")
     for model_id, config, metrics in models:
         training = config.get("training", {})
         trained = trained_on(training) if training.get("corpora") else "–"
         cells = [pct(metrics.get(f"{c}/test", {}).get("uar")) for c in corpora]
+        shown = f"`{model_id}` (default)" if model_id == default else f"`{model_id}`"
         rows.append(
-            f"| `{model_id}` | {config['architecture']} | {trained} | {predicts_cell(config)} | "
-            + " | ".join(cells)
-            + " |"
+            f"| {shown} | {config['architecture']} | {trained} | {predicts_cell(config)} | " + " | ".join(cells) + " |"
         )
     rows += ["", models_caption(models)]
     licences = licence_lines(models)

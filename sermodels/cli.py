@@ -417,7 +417,10 @@ def _finetune_parser(sub) -> None:
         help="fine-tune a pretrained multi-domain model (EmoNet, ...) on your own class folders or CSV/TSV table",
     )
     p.add_argument(
-        "--from", dest="base", required=True, help="pretrained multi-domain model: id (emonet_wrn.multi4) or folder"
+        "--from",
+        dest="base",
+        required=True,
+        help="pretrained multi-domain model: id (default, mobilenetv2_adapters.multi4, emonet_wrn.multi4) or folder",
     )
     p.add_argument("--data", required=True, help="folder with one sub-folder per class, or a CSV/TSV table")
     p.add_argument("--out", required=True, help="checkpoint folder to write")

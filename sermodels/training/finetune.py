@@ -173,7 +173,7 @@ def check_base(base: str | Path) -> str:
     if missing:
         raise ValueError(
             f"{base}: a {arch} model, not a multi-domain model (it lacks {', '.join(missing)}); fine-tuning adds a "
-            "domain for your corpus to a base with per-domain layers and heads, such as emonet_wrn.multi4"
+            "domain for your corpus to a base with per-domain layers and heads, such as the default model"
         )
     return str(arch)
 

@@ -185,4 +185,3 @@ def selection_text(task) -> str:
     if task.restore_best:
         return f"{averaged} at the validation with the best mean dev score"
     return f"{averaged} at the end of training"
-
