@@ -64,27 +64,43 @@ def trained_on(training: dict[str, Any]) -> str:
     return ", ".join(f"{CORPUS_NAMES.get(n, n)} ({splits[n]})" for n in names)
 
 
-def pooled_space(config: dict[str, Any]) -> tuple[str, list[str]] | None:
-    """``(space, classes)`` of a model with a single categories head named after a pooled label space (EmoNet's
-    aggregated arousal or valence, §6.2), else None."""
-    heads = config["heads"]
-    (name, labels), *more = heads.items()
-    kind = config.get("outputs", {}).get(name, {}).get("kind", "categories")
-    pooled = not more and kind == "categories" and name in LABEL_SPACES and name != "categories"
-    return (name, list(labels)) if pooled else None
+def pooled_spaces(config: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """``(space, classes)`` of each head of a model whose heads are all categories heads named after pooled label
+    spaces (EmoNet's aggregated arousal and valence, §6.2), else an empty list."""
+    heads, outputs = config["heads"], config.get("outputs", {})
+    spaces = [
+        (name, list(labels))
+        for name, labels in heads.items()
+        if outputs.get(name, {}).get("kind", "categories") == "categories"
+        and name in LABEL_SPACES
+        and name != "categories"
+    ]
+    return spaces if len(spaces) == len(heads) else []
 
 
 def predicts_cell(config: dict[str, Any]) -> str:
     """What a model outputs: ``7 emotions``; several heads (EmoNet, one per corpus): ``4 heads (7/8/7/4 emotions)``;
-    a pooled label space: ``arousal: low/high``; a dimensions head: its dimensions."""
+    pooled label spaces: ``arousal: low/high`` (several: one after the other, as their cells); a dimensions head:
+    its dimensions."""
     heads, outputs = config["heads"], config.get("outputs", {})
+    spaces = pooled_spaces(config)
+    if spaces:
+        return "; ".join(f"{name}: {'/'.join(labels)}" for name, labels in spaces)
     if len(heads) > 1:
         return f"{len(heads)} heads ({'/'.join(str(len(labels)) for labels in heads.values())} emotions)"
     name, labels = next(iter(heads.items()))
     if outputs.get(name, {}).get("kind", "categories") != "categories":
         return f"{', '.join(labels)} (values)"
-    space = pooled_space(config)
-    return f"{space[0]}: {'/'.join(space[1])}" if space else f"{len(labels)} emotions"
+    return f"{len(labels)} emotions"
+
+
+def uar_cell(metrics: dict[str, Any], corpus: str, config: dict[str, Any]) -> str:
+    """The corpus's test UAR; for a model with several pooled heads, each head's (``95.0 / 61.2``, in head order)."""
+    spaces = pooled_spaces(config)
+    if len(spaces) > 1:
+        found = [metrics.get(f"{corpus}/test/{name}", {}).get("uar") for name, _ in spaces]
+        return " / ".join(pct(value) for value in found) if any(v is not None for v in found) else "–"
+    return pct(metrics.get(f"{corpus}/test", {}).get("uar"))
 
 
 def released_models(checkpoints: Path) -> list[Released]:
@@ -120,7 +136,7 @@ def models_table(checkpoints: Path = REPO / "checkpoints") -> str:
     for model_id, config, metrics in models:
         training = config.get("training", {})
         trained = trained_on(training) if training.get("corpora") else "–"
-        cells = [pct(metrics.get(f"{c}/test", {}).get("uar")) for c in corpora]
+        cells = [uar_cell(metrics, c, config) for c in corpora]
         shown = f"`{model_id}` (default)" if model_id == default else f"`{model_id}`"
         rows.append(
             f"| {shown} | {config['architecture']} | {trained} | {predicts_cell(config)} | " + " | ".join(cells) + " |"
@@ -140,25 +156,34 @@ def models_caption(models: list[Released]) -> str:
         "header), from the model's `metrics.json`; –: no head for that corpus, or not evaluated on it. A model with a "
         "head per corpus is scored through the corpus's own head."
     )
-    pooled = {model_id: space for model_id, config, _ in models if (space := pooled_space(config))}
+    pooled = {model_id: spaces for model_id, config, _ in models if (spaces := pooled_spaces(config))}
     if not pooled:
         return text
     ids = " and ".join(f"`{model_id}`" for model_id in pooled)
     verb = "predicts" if len(pooled) == 1 else "predict"
-    spaces = "; ".join(
-        f"{name}: {'/'.join(labels)}, chance {pct(1 / len(labels))} %" for name, labels in pooled.values()
-    )
+    every = dict(space for spaces in pooled.values() for space in spaces)
+    spaces = "; ".join(f"{name}: {'/'.join(labels)}, chance {pct(1 / len(labels))} %" for name, labels in every.items())
     return (
         f"{text} {ids} {verb} a label space pooled over the corpora (EmoNet §6.2, Table 2): each corpus's categories "
         f"are mapped into it and scored there ({spaces}), so those rows do not compare with the emotion rows of the "
         "same column (chance: 1 / the corpus's number of emotions)."
+        + (
+            " A model with several pooled heads shows one value per head, in the order of its 'predicts' column."
+            if any(len(spaces) > 1 for spaces in pooled.values())
+            else ""
+        )
     )
 
 
 def corpus_header(corpus: str, models: list[Released]) -> str:
     """``EMO-DB (107)`` when every model was tested on the same number of utterances, else the name alone."""
     name = CORPUS_NAMES.get(corpus, corpus)
-    sizes = {metrics[f"{corpus}/test"].get("n") for _, _, metrics in models if f"{corpus}/test" in metrics}
+    sizes = {
+        entry.get("n")
+        for _, _, metrics in models
+        for key, entry in metrics.items()
+        if key == f"{corpus}/test" or key.startswith(f"{corpus}/test/")
+    }
     return f"{name} ({sizes.pop()})" if len(sizes) == 1 and None not in sizes else name
 
 

@@ -31,6 +31,7 @@ reused while the settings it was trained with (``bench_run.json`` in it) match. 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -233,16 +234,32 @@ class Bench:
         self.reset_now: set[str] = set()
         self.trained_now: set[str] = set()
         self.environment = environment()
+        self.mine: dict[str, set[str]] = {key: set() for key in ("variants", "runs", "baselines")}
+
+    def put(self, section: str, name: str, value: dict[str, Any]) -> None:
+        """Record an entry this process made (saved over whatever another process wrote under that name)."""
+        self.results[section][name] = value
+        self.mine[section].add(name)
 
     def root(self, corpus: str) -> str:
         return str(self.data / FOLDERS[corpus])
 
     def save(self) -> None:
-        self.results["environment"] = self.environment
-        self.results["protocol"] = protocol_notes()
-        compare(self.results)
+        """Merge this process's entries into the results file as it is on disk now (several benchmark processes may
+        run side by side, e.g. one per core), under a lock, and write it atomically."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.path, json.dumps(self.results, indent=1, sort_keys=True, default=_jsonable) + "\n")
+        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            disk = read_json_object(self.path) if self.path.is_file() else {}
+            for section, names in self.mine.items():
+                merged = dict(disk.get(section, {}))
+                merged.update({name: self.results[section][name] for name in names})
+                self.results[section] = merged
+            self.results["environment"] = self.environment
+            self.results["protocol"] = protocol_notes()
+            compare(self.results)
+            text = json.dumps(self.results, indent=1, sort_keys=True, default=_jsonable) + "\n"
+            atomic_write_text(self.path, text)
 
     # ---- variants ----------------------------------------------------------------------------------------------
     def settings(self, variant: Variant) -> dict[str, Any]:
@@ -278,7 +295,7 @@ class Bench:
                 "checkpoint": variant.checkpoint,
                 "settings": settings,
             }
-            self.results["variants"][variant.name] = stored
+            self.put("variants", variant.name, stored)
         self.reset_now.add(variant.name)
         return stored
 
@@ -320,7 +337,7 @@ class Bench:
         trained_by = json.loads(config.read_text()).get("training", {}).get("recipe")
         if trained_by != run.recipe:
             raise BenchError(f"{run.checkpoint} was trained by {trained_by}, not {run.recipe}")
-        self.results["runs"][run.name] = {"source": "checkpoint", "model": run.checkpoint, "recipe": run.recipe}
+        self.put("runs", run.name, {"source": "checkpoint", "model": run.checkpoint, "recipe": run.recipe})
         return folder
 
     def train(self, run: Run, folder: Path, settings: dict[str, Any]) -> Path:
@@ -357,17 +374,21 @@ class Bench:
     def record_run(self, run: Run, folder: Path, done: dict[str, Any]) -> None:
         training = json.loads((folder / "config.json").read_text()).get("training", {})
         schedule = training.get("schedule_run", {})
-        self.results["runs"][run.name] = {
-            "source": "train",
-            "recipe": run.recipe,
-            "args": list(run.args),
-            "trained_on": list(run.corpora),
-            "model": _shown(folder),
-            "train_wall_s": done["train_wall_s"],
-            "max_steps": schedule.get("max_steps"),
-            "optimizer_steps": schedule.get("optimizer_steps"),
-            "best_val_score": training.get("best_val_score"),
-        }
+        self.put(
+            "runs",
+            run.name,
+            {
+                "source": "train",
+                "recipe": run.recipe,
+                "args": list(run.args),
+                "trained_on": list(run.corpora),
+                "model": _shown(folder),
+                "train_wall_s": done["train_wall_s"],
+                "max_steps": schedule.get("max_steps"),
+                "optimizer_steps": schedule.get("optimizer_steps"),
+                "best_val_score": training.get("best_val_score"),
+            },
+        )
 
     def train_wall(self, run_name: str) -> float:
         return self.results["runs"].get(run_name, {}).get("train_wall_s", 0.0)
@@ -406,7 +427,7 @@ class Bench:
         )
         if not entry["reproduced"]:
             print(f"[models bench] warning: {corpus} {best} refit UAR {entry['uar']:.4f} differs from baselines.json")
-        self.results["baselines"][corpus] = entry
+        self.put("baselines", corpus, entry)
         self.save()
         return entry
 

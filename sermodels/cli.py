@@ -292,7 +292,7 @@ def _evaluate(args) -> int:
     save_report(report, out, png)
     print(f"{model_name} on {args.corpus}/{args.split}: {headline(report)} -> {out}")
     if args.metrics:
-        _merge_metrics(Path(args.metrics), f"{args.corpus}/{args.split}", report)
+        _merge_metrics(Path(args.metrics), _metrics_key(args), report)
     failures = report.get("failures") or []
     for failure in failures:
         print(f"skipped {failure['path']}: {failure['reason']}", file=sys.stderr)
@@ -366,6 +366,13 @@ def _evaluate_fold(args, model, test) -> dict:
         device=args.device,
         progress=not args.no_progress,
     )
+
+
+def _metrics_key(args) -> str:
+    """``corpus/split``, or ``corpus/split/head`` when ``--head`` names a head other than the corpus's own (a model
+    with an arousal and a valence head is scored on each corpus through both)."""
+    key = f"{args.corpus}/{args.split}"
+    return f"{key}/{args.head}" if args.head and args.head != args.corpus else key
 
 
 def _merge_metrics(path: Path, key: str, report: dict) -> None:

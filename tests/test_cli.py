@@ -139,3 +139,23 @@ def test_evaluate_names_the_files_it_could_not_score(tmp_path, emodb_root, capsy
     assert "(n = 2 of 3)" in captured.out
     assert f"skipped {tmp_path / 'empty.wav'}: empty file" in captured.err
     assert "1 file could not be scored" in captured.err
+
+
+def test_evaluate_keys_metrics_by_head_when_a_head_other_than_the_corpus_is_named(tmp_path, emodb_root):
+    metrics = tmp_path / "metrics.json"
+    base = [
+        "evaluate",
+        "--model",
+        "emonet_wrn.arousal",
+        "--corpus",
+        "emodb",
+        "--root",
+        str(emodb_root),
+        "--no-progress",
+    ]
+    for extra in ([], ["--head", "arousal"]):
+        out = ["--out", str(tmp_path / "r.json"), "--metrics", str(metrics)]
+        assert main([*base, "--split", "test", *out, *extra]) == 0
+    written = json.loads(metrics.read_text())
+    assert sorted(written) == ["emodb/test", "emodb/test/arousal"]
+    assert written["emodb/test"]["uar"] == written["emodb/test/arousal"]["uar"]
