@@ -26,7 +26,8 @@ def _sample(samples: int, label: int = 0, **extra) -> dict:
 
 def test_pad_collate_keeps_its_keys_and_adds_numeric_targets():
     plain = pad_collate([_sample(3), _sample(5, 1)])
-    assert list(plain) == ["waveforms", "lengths", "labels", "domains", "corpus", "paths"]
+    assert list(plain) == ["waveforms", "lengths", "labels", "domains", "corpus", "paths", "speakers"]
+    assert plain["speakers"] == [None, None]  # samples without a speaker
     valued = pad_collate([_sample(3, values=torch.tensor([0.5, -1.0])), _sample(5, values=[1.0, 0.0])])
     assert valued["targets"].dtype == torch.float32 and valued["targets"].tolist() == [[0.5, -1.0], [1.0, 0.0]]
     traced = pad_collate([_sample(3, trace=torch.full((2, 2), 7.0)), _sample(5, trace=torch.full((4, 2), 9.0))])
