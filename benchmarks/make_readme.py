@@ -159,7 +159,8 @@ def models_caption(models: list[Released]) -> str:
     pooled = {model_id: spaces for model_id, config, _ in models if (spaces := pooled_spaces(config))}
     if not pooled:
         return text
-    ids = " and ".join(f"`{model_id}`" for model_id in pooled)
+    names = [f"`{model_id}`" for model_id in pooled]
+    ids = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     verb = "predicts" if len(pooled) == 1 else "predict"
     every = dict(space for spaces in pooled.values() for space in spaces)
     spaces = "; ".join(f"{name}: {'/'.join(labels)}, chance {pct(1 / len(labels))} %" for name, labels in every.items())
