@@ -24,7 +24,8 @@ from sermodels.checkpoint import save_pretrained
 from sermodels.cli import main
 from sermodels.layers.domains import domain_key
 from sermodels.models.base import SERModel, valid_lengths
-from sermodels.models.emonet import EmoNet, check_domain_name
+from sermodels.layers.domains import check_domain_name
+from sermodels.models.emonet import EmoNet
 from sermodels.outputs import OutputSpec
 from sermodels.pipelines.predict import predict_files
 from sermodels.training.finetune import corpus_name_for

@@ -52,8 +52,7 @@ from sermodels.layers.domains import domain_key
 from sermodels.layers.frontend import standardised_log_mel
 from sermodels.layers.heads import DenseHead
 from sermodels.layers.masks import sequence_mask
-from sermodels.models.base import SERModel, valid_lengths
-from sermodels.models.emonet import check_domain_name
+from sermodels.models.base import MultiDomainModel, valid_lengths
 from sermodels.outputs import OutputSpec, specs_to_json
 
 #: 25 ms windows every 10 ms, 64 mel bands at 16 kHz.
@@ -186,7 +185,7 @@ def one_channel_stem(backbone: nn.Module) -> None:
 
 
 @register_model("adapted_cnn")
-class AdaptedCNN(SERModel):
+class AdaptedCNN(MultiDomainModel):
     """Waveforms ``(B, T)`` -> standardised log-mel -> a timm CNN with per-domain adapters and BN -> mean pooling ->
     the domain's head (module docstring).
 
@@ -204,6 +203,7 @@ class AdaptedCNN(SERModel):
         head_specs: heads that are not categories heads (``{name: OutputSpec JSON}``), e.g. a dimensional head.
     """
 
+    family = "AdaptedCNN"
     min_duration = MIN_DURATION_S
     default_chunk_seconds = 30.0
     supports_spectrogram_augment = True
@@ -226,30 +226,16 @@ class AdaptedCNN(SERModel):
         if pad_frames < 1:
             raise ValueError(f"pad_frames must be positive, got {pad_frames}")
         self.pad_frames = pad_frames
-        if not domains:
-            raise ValueError("AdaptedCNN needs at least one domain (head name -> class names)")
         if adapter_rank < 0:
             raise ValueError(f"adapter_rank must be >= 0, got {adapter_rank}")
-        names = [check_domain_name(name) for name in domains]
-        unknown = sorted(set(head_specs or {}) - set(domains))
-        if unknown:
-            raise ValueError(f"head_specs names heads that are not domains: {unknown}")
+        names = self.init_heads(domains, default_head, head_specs)
         self.sample_rate = sample_rate
-        self.heads: dict[str, list[str]] = {}
-        self.head_specs: dict[str, OutputSpec] = {}
-        for name, labels in domains.items():
-            given = (head_specs or {}).get(name)
-            self._set_spec(name, list(labels), None if given is None else OutputSpec.from_json(given, f"head {name!r}"))
-            self.heads[name] = list(labels)
-        self.default_head = names[0] if default_head is None else default_head
-        self.resolve_head(self.default_head)
         self.backbone_name = backbone
         self.adapter_rank = adapter_rank
         self.hidden = hidden
         self.dropout = dropout
         self.melspec = MelSpectrogram(**({"sample_rate": sample_rate} | DEFAULT_FRONTEND | (frontend or {})))
         self.to_db = AmplitudeToDB(stype="power", top_db=None)
-        self._spectrogram_augment = None
         self._active = ActiveDomain()
         net = create_backbone(backbone, pretrained)
         if not hasattr(net, "forward_features"):
@@ -295,31 +281,6 @@ class AdaptedCNN(SERModel):
             "pad_frames": self.pad_frames,
         } | ({"head_specs": specs_to_json(self.head_specs)} if self.head_specs else {})
 
-    @classmethod
-    def from_specs(cls, heads: dict[str, OutputSpec], sample_rate: int = 16000, **kwargs: Any) -> AdaptedCNN:
-        for spec in heads.values():
-            if spec.level != "utterance" or spec.kind == "embedding":
-                raise ValueError(f"AdaptedCNN heads are utterance-level categories or dimensions, not {spec.to_json()}")
-        others = {name: spec.to_json() for name, spec in heads.items() if spec.kind != "categories"}
-        domains = {name: list(spec.names) for name, spec in heads.items()}
-        return cls(domains, sample_rate=sample_rate, head_specs=others or None, **kwargs)
-
-    def _set_spec(self, name: str, labels: list[str], spec: OutputSpec | None) -> None:
-        if spec is None or spec.kind == "categories":
-            if len(labels) < 2:
-                raise ValueError(f"head {name!r} needs at least two classes, got {labels}")
-            self.head_specs.pop(name, None)
-            return
-        if spec.kind != "dimensions" or spec.level != "utterance":
-            raise ValueError(f"AdaptedCNN heads are utterance-level categories or dimensions, not {spec.to_json()}")
-        if list(spec.names) != list(labels):
-            raise ValueError(f"head {name!r}: spec names {list(spec.names)} differ from the head's {list(labels)}")
-        self.head_specs[name] = spec
-
-    @property
-    def domains(self) -> list[str]:
-        return list(self.heads)
-
     # ---- domains ---------------------------------------------------------------------------------------------------
     def _convs(self) -> list[DomainConv]:
         return [m for m in self.backbone.modules() if isinstance(m, DomainConv)]
@@ -338,19 +299,7 @@ class AdaptedCNN(SERModel):
         """A new domain with a fresh head; adapters start at zero (or as copies of ``like``'s with
         ``copy_adapters``); BN layers are copies of ``like``'s (default: of the default head's, whose statistics are
         closer to a new corpus than fresh ones). ``replace`` re-initialises an existing domain."""
-        check_domain_name(name)
-        if name in self.heads and not replace:
-            raise ValueError(f"domain {name!r} exists already (pass replace=True to re-initialise it)")
-        spec = labels if isinstance(labels, OutputSpec) else None
-        labels = list(spec.names) if spec is not None else list(labels)
-        if like is not None:
-            self.resolve_head(like)
-        if copy_adapters and like is None:
-            raise ValueError("copy_adapters needs a domain to copy from (like=...)")
-        if spec is not None and (spec.level != "utterance" or spec.kind == "embedding"):
-            raise ValueError(f"AdaptedCNN heads are utterance-level categories or dimensions, not {spec.to_json()}")
-        if (spec is None or spec.kind == "categories") and len(labels) < 2:
-            raise ValueError(f"head {name!r} needs at least two classes, got {labels}")
+        labels, spec = self.new_domain(name, labels, like, copy_adapters, replace)
         template = like if like is not None else self.default_head
         for conv in self._convs():
             conv.add_domain(name, like, copy_adapters)
@@ -359,8 +308,7 @@ class AdaptedCNN(SERModel):
         weight = next(iter(self.classifiers.values()))[0].weight
         head = DenseHead(self.embedding_dim, self.hidden, len(labels), self.dropout)
         self.classifiers[domain_key(name)] = head.to(device=weight.device, dtype=weight.dtype).train(self.training)
-        self.heads[name] = labels
-        self._set_spec(name, labels, spec)
+        self.register_head(name, labels, spec)
 
     def remove_domain(self, name: str) -> None:
         self.resolve_head(name)
@@ -369,10 +317,7 @@ class AdaptedCNN(SERModel):
         for layer in [*self._convs(), *self._norms()]:
             layer.remove_domain(name)
         del self.classifiers[domain_key(name)]
-        del self.heads[name]
-        self.head_specs.pop(name, None)
-        if self.default_head == name:
-            self.default_head = next(iter(self.heads))
+        self.forget_head(name)
 
     def domain_parameters(self, name: str) -> list[nn.Parameter]:
         """Adapters, BN layers and head of one domain (what adapter transfer trains)."""
@@ -407,17 +352,6 @@ class AdaptedCNN(SERModel):
         groups["heads"] = ["classifiers"]
         return groups
 
-    def parameter_counts(self) -> dict[str, int]:
-        per_domain = {name: sum(p.numel() for p in self.domain_parameters(name)) for name in self.heads}
-        shared = sum(p.numel() for p in self.shared_parameters())
-        return {"total": sum(p.numel() for p in self.parameters()), "shared": shared, "per_domain": per_domain}
-
-    # ---- augmentation hook -----------------------------------------------------------------------------------------
-    def set_spectrogram_augment(self, augment) -> None:
-        """A callable ``(spec (B, 1, F, T), valid (B,)) -> spec`` applied to the standardised log-mel in training
-        mode only (SpecAugment, set by a training task; not saved with the model)."""
-        self._spectrogram_augment = augment
-
     # ---- forward ---------------------------------------------------------------------------------------------------
     def log_mel(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         lengths = valid_lengths(waveforms, lengths)
@@ -443,8 +377,7 @@ class AdaptedCNN(SERModel):
             return torch.stack([rows[i] for i in range(waveforms.shape[0])])
         x, valid = self.log_mel(waveforms, lengths)
         x = F.pad(x, (0, int(widths.max()) - x.shape[-1]))
-        if self.training and self._spectrogram_augment is not None:
-            x = self._spectrogram_augment(x, valid)
+        x = self.augment_spectrogram(x, valid)
         self._active.key = domain_key(domain)
         try:
             features = self.backbone.forward_features(x)  # (B, C, F', T')
@@ -459,9 +392,4 @@ class AdaptedCNN(SERModel):
     def forward(self, waveforms: Tensor, lengths: Tensor | None = None, head: str | None = None) -> Tensor:
         domain = self.resolve_head(head)
         pooled = self.embed(waveforms, lengths, domain)
-        output = self.classifiers[domain_key(domain)](pooled)
-        spec = self.head_specs.get(domain)
-        if spec is not None and spec.range is not None:
-            low, high = spec.range
-            output = (low + high) / 2 + (high - low) / 2 * torch.tanh(output)
-        return output
+        return self.bounded(self.classifiers[domain_key(domain)](pooled), domain)

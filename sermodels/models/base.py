@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from sermodels.layers.domains import check_domain_name
 from sermodels.outputs import OutputSpec, categories
 
 
@@ -91,11 +92,131 @@ class SERModel(nn.Module):
             return logits.softmax(dim=-1)
         return logits
 
+    # ---- training-time spectrogram augmentation ------------------------------------------------------------------
+    #: Models that compute a spectrogram inside and apply :meth:`augment_spectrogram` to it set this to True.
+    supports_spectrogram_augment: ClassVar[bool] = False
+    _spectrogram_augment = None
+
+    def set_spectrogram_augment(self, augment) -> None:
+        """A callable ``(spec (B, C, F, T), valid frames (B,)) -> spec`` (SpecAugment), set by a training task and
+        applied in training mode only; not part of the model's configuration or weights."""
+        if not self.supports_spectrogram_augment:
+            raise TypeError(f"{type(self).__name__} applies no spectrogram augmentation")
+        # Kept outside the module tree: an nn.Module value would become a submodule of the model.
+        object.__setattr__(self, "_spectrogram_augment", augment)
+
+    def augment_spectrogram(self, spec: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        if self.training and self._spectrogram_augment is not None:
+            return self._spectrogram_augment(spec, valid)
+        return spec
+
     # ---- parameter groups (transfer regimes) -----------------------------------------------------------------------
     def layer_groups(self) -> dict[str, list[str]]:
         """Named groups of parameter-name prefixes, from input to output, that transfer regimes freeze or
         re-initialise (default: one group per top-level child module)."""
         return {name: [name] for name, module in self.named_children() if any(True for _ in module.parameters())}
+
+
+class MultiDomainModel(SERModel):
+    """What the multi-domain families (EmoNet, the adapted ImageNet CNNs) share: one utterance-level head per domain,
+    a categories head or a dimensions head (its values squashed into a declared range by tanh), the checks of a new
+    domain, and :meth:`from_specs`. Subclasses keep ``self.heads``/``self.head_specs`` through :meth:`init_heads`
+    and :meth:`register_head`, and implement ``add_domain``/``remove_domain``/``domain_parameters``/
+    ``shared_parameters``/``head_parameters``."""
+
+    family: ClassVar[str] = "multi-domain model"
+
+    @classmethod
+    def from_specs(cls, heads: dict[str, OutputSpec], sample_rate: int = 16000, **kwargs: Any) -> MultiDomainModel:
+        """One domain per head: categories heads classify, dimensions heads regress."""
+        for spec in heads.values():
+            cls.check_head_spec(spec)
+        others = {name: spec.to_json() for name, spec in heads.items() if spec.kind != "categories"}
+        domains = {name: list(spec.names) for name, spec in heads.items()}
+        return cls(domains, sample_rate=sample_rate, head_specs=others or None, **kwargs)
+
+    @classmethod
+    def check_head_spec(cls, spec: OutputSpec) -> None:
+        if spec.level != "utterance" or spec.kind == "embedding":
+            raise ValueError(f"{cls.family} heads are utterance-level categories or dimensions, not {spec.to_json()}")
+
+    def init_heads(
+        self, domains: dict[str, list[str]], default_head: str | None, head_specs: dict[str, dict] | None
+    ) -> list[str]:
+        """Heads and specs from the constructor's arguments; returns the domain names in order."""
+        if not domains:
+            raise ValueError(f"{self.family} needs at least one domain (head name -> class names)")
+        names = [check_domain_name(name) for name in domains]
+        unknown = sorted(set(head_specs or {}) - set(domains))
+        if unknown:
+            raise ValueError(f"head_specs names heads that are not domains: {unknown}")
+        self.heads: dict[str, list[str]] = {}
+        self.head_specs: dict[str, OutputSpec] = {}
+        for name, labels in domains.items():
+            given = (head_specs or {}).get(name)
+            self.register_head(
+                name, list(labels), None if given is None else OutputSpec.from_json(given, f"head {name!r}")
+            )
+        self.default_head = names[0] if default_head is None else default_head
+        self.resolve_head(self.default_head)
+        return names
+
+    def new_domain(
+        self, name: str, labels: list[str] | OutputSpec, like: str | None, copy_adapters: bool, replace: bool
+    ) -> tuple[list[str], OutputSpec | None]:
+        """The checks of ``add_domain`` before anything changes; returns the head's names and its spec."""
+        check_domain_name(name)
+        if name in self.heads and not replace:
+            raise ValueError(f"domain {name!r} exists already (pass replace=True to re-initialise it)")
+        spec = labels if isinstance(labels, OutputSpec) else None
+        names = list(spec.names) if spec is not None else list(labels)
+        if (spec is None or spec.kind == "categories") and len(names) < 2:
+            raise ValueError(f"head {name!r} needs at least two classes, got {names}")
+        if spec is not None:
+            self.check_head_spec(spec)
+        if like is not None:
+            self.resolve_head(like)
+        if copy_adapters and like is None:
+            raise ValueError("copy_adapters needs a domain to copy from (like=...)")
+        return names, spec
+
+    def register_head(self, name: str, labels: list[str], spec: OutputSpec | None) -> None:
+        """Record a head: ``None`` (or a categories spec) for a categories head over ``labels``."""
+        if spec is None or spec.kind == "categories":
+            if len(labels) < 2:
+                raise ValueError(f"head {name!r} needs at least two classes, got {labels}")
+            self.head_specs.pop(name, None)
+        else:
+            self.check_head_spec(spec)
+            if list(spec.names) != list(labels):
+                raise ValueError(f"head {name!r}: spec names {list(spec.names)} differ from the head's {list(labels)}")
+            self.head_specs[name] = spec
+        self.heads[name] = list(labels)
+
+    def forget_head(self, name: str) -> None:
+        del self.heads[name]
+        self.head_specs.pop(name, None)
+        if self.default_head == name:
+            self.default_head = next(iter(self.heads))
+
+    def bounded(self, output: torch.Tensor, head: str) -> torch.Tensor:
+        """A bounded dimension (arousal/valence in [-1, 1]) squashed into its range by tanh, so that predictions honour
+        the declared output spec; other outputs as they are."""
+        spec = self.head_specs.get(head)
+        if spec is None or spec.range is None:
+            return output
+        low, high = spec.range
+        return (low + high) / 2 + (high - low) / 2 * torch.tanh(output)
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.heads)
+
+    def parameter_counts(self) -> dict[str, Any]:
+        """Exact counts: total, shared, and per domain (adapters + BN + head)."""
+        per_domain = {name: sum(p.numel() for p in self.domain_parameters(name)) for name in self.heads}
+        shared = sum(p.numel() for p in self.shared_parameters())
+        return {"total": sum(p.numel() for p in self.parameters()), "shared": shared, "per_domain": per_domain}
 
 
 def valid_lengths(waveforms: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:

@@ -53,7 +53,6 @@ Departures, all documented:
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,33 +64,21 @@ from sermodels._registry import register_model
 from sermodels.features import AmplitudeToDB, MelSpectrogram
 from sermodels.layers.adapters import AdaptedConv, ResidualBlock
 from sermodels.layers.attention import AttentionPooling
-from sermodels.layers.domains import SUFFIX as DOMAIN_KEY_SUFFIX
 from sermodels.layers.domains import domain_key
 from sermodels.layers.frontend import standardised_log_mel
 from sermodels.layers.heads import DenseHead
 from sermodels.layers.masks import time_mask
-from sermodels.models.base import SERModel, valid_lengths
+from sermodels.models.base import MultiDomainModel, valid_lengths
 from sermodels.outputs import OutputSpec, specs_to_json
 
 #: §5.1: 512-point FFT, hop 256, 64 mel bands at 16 kHz.
 DEFAULT_FRONTEND: dict[str, Any] = {"n_fft": 512, "hop_length": 256, "n_mels": 64}
 #: Shortest clip the network accepts: one STFT frame gives a 64 × 1 input, enough for every layer.
 MIN_DURATION_S = 0.05
-_DOMAIN_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
-
-
-def check_domain_name(name: str) -> str:
-    """``name``, or a ValueError: letters, digits, '_' and '-' only, and not ending in ``__domain`` (the suffix under
-    which :func:`~sermodels.layers.domains.domain_key` stores names such as ``train``)."""
-    if not isinstance(name, str) or not _DOMAIN_NAME.match(name):
-        raise ValueError(f"domain/head names use letters, digits, '_' and '-' only, got {name!r}")
-    if name.endswith(DOMAIN_KEY_SUFFIX):
-        raise ValueError(f"domain/head names may not end in {DOMAIN_KEY_SUFFIX!r}, got {name!r}")
-    return name
 
 
 @register_model("emonet_wrn")
-class EmoNet(SERModel):
+class EmoNet(MultiDomainModel):
     """Waveforms ``(B, T)`` at 16 kHz -> log-mel -> adapted WRN -> 2D attention -> the chosen domain's head.
 
     Args:
@@ -104,6 +91,7 @@ class EmoNet(SERModel):
         frontend: :class:`sermodels.features.MelSpectrogram` arguments (§5.1 defaults).
     """
 
+    family = "EmoNet"
     min_duration = MIN_DURATION_S
     supports_spectrogram_augment = True
     # Long recordings are scored in 30 s windows (length-weighted mean of the window logits): memory stays bounded
@@ -127,20 +115,8 @@ class EmoNet(SERModel):
         head_specs: dict[str, dict[str, Any]] | None = None,
     ):
         super().__init__()
-        if not domains:
-            raise ValueError("EmoNet needs at least one domain (head name -> class names)")
-        names = [check_domain_name(name) for name in domains]
+        names = self.init_heads(domains, default_head, head_specs)
         self.sample_rate = sample_rate
-        self.heads = {name: list(labels) for name, labels in domains.items()}
-        self.head_specs: dict[str, OutputSpec] = {}
-        unknown = sorted(set(head_specs or {}) - set(domains))
-        if unknown:
-            raise ValueError(f"head_specs names heads that are not domains: {unknown}")
-        for name, labels in domains.items():
-            given = (head_specs or {}).get(name)
-            self._set_spec(name, labels, None if given is None else OutputSpec.from_json(given, f"head {name!r}"))
-        self.default_head = names[0] if default_head is None else default_head
-        self.resolve_head(self.default_head)
         self.stem_channels = stem
         self.widths = [int(w) for w in widths]
         self.blocks_per_stack = blocks_per_stack
@@ -149,7 +125,6 @@ class EmoNet(SERModel):
         self.dropout = dropout
         self.melspec = MelSpectrogram(**({"sample_rate": sample_rate} | DEFAULT_FRONTEND | (frontend or {})))
         self.to_db = AmplitudeToDB(stype="power", top_db=None)
-        self._spectrogram_augment = None
         self.stem = AdaptedConv(1, stem, 1, names, adapters)
         blocks = []
         channels = stem
@@ -183,34 +158,6 @@ class EmoNet(SERModel):
             "frontend": {key: value for key, value in mel.items() if key != "sample_rate"},
         } | ({"head_specs": specs_to_json(self.head_specs)} if self.head_specs else {})
 
-    @classmethod
-    def from_specs(cls, heads: dict[str, OutputSpec], sample_rate: int = 16000, **kwargs: Any) -> EmoNet:
-        """One domain per head: categories heads classify, dimensions heads regress (the same FC-BN-dropout head,
-        squashed into the range of a bounded dimension by tanh)."""
-        for spec in heads.values():
-            if spec.level != "utterance" or spec.kind == "embedding":
-                raise ValueError(f"EmoNet heads are utterance-level categories or dimensions, not {spec.to_json()}")
-        others = {name: spec.to_json() for name, spec in heads.items() if spec.kind != "categories"}
-        domains = {name: list(spec.names) for name, spec in heads.items()}
-        return cls(domains, sample_rate=sample_rate, head_specs=others or None, **kwargs)
-
-    def _set_spec(self, name: str, labels: list[str], spec: OutputSpec | None) -> None:
-        """Record a head's spec: ``None`` (or a categories spec) for a categories head over ``labels``."""
-        if spec is None or spec.kind == "categories":
-            if len(labels) < 2:
-                raise ValueError(f"head {name!r} needs at least two classes, got {labels}")
-            self.head_specs.pop(name, None)
-            return
-        if spec.kind != "dimensions" or spec.level != "utterance":
-            raise ValueError(f"EmoNet heads are utterance-level categories or dimensions, not {spec.to_json()}")
-        if list(spec.names) != list(labels):
-            raise ValueError(f"head {name!r}: spec names {list(spec.names)} differ from the head's {list(labels)}")
-        self.head_specs[name] = spec
-
-    @property
-    def domains(self) -> list[str]:
-        return list(self.heads)
-
     # ---- domains ---------------------------------------------------------------------------------------------------
     def _adapted_convs(self) -> Iterator[AdaptedConv]:
         yield self.stem
@@ -230,19 +177,7 @@ class EmoNet(SERModel):
         ``copy_adapters``, copies of ``like``'s; its BN layers are copies of ``like``'s (their running statistics are
         a better start than fresh ones) or fresh when ``like`` is None. ``replace`` re-initialises an existing domain
         (``like`` may then name that same domain: it is copied before it is overwritten)."""
-        check_domain_name(name)
-        if name in self.heads and not replace:
-            raise ValueError(f"domain {name!r} exists already (pass replace=True to re-initialise it)")
-        spec = labels if isinstance(labels, OutputSpec) else None
-        labels = list(spec.names) if spec is not None else list(labels)
-        if (spec is None or spec.kind == "categories") and len(labels) < 2:
-            raise ValueError(f"head {name!r} needs at least two classes, got {labels}")
-        if spec is not None and (spec.level != "utterance" or spec.kind == "embedding"):
-            raise ValueError(f"EmoNet heads are utterance-level categories or dimensions, not {spec.to_json()}")
-        if like is not None:
-            self.resolve_head(like)
-        if copy_adapters and like is None:
-            raise ValueError("copy_adapters needs a domain to copy from (like=...)")
+        labels, spec = self.new_domain(name, labels, like, copy_adapters, replace)
         device, dtype = self.attention.project.weight.device, self.attention.project.weight.dtype
         for conv in self._adapted_convs():
             conv.add_domain(name, like, copy_adapters)
@@ -253,8 +188,7 @@ class EmoNet(SERModel):
         self.final_bns[domain_key(name)] = bn
         head = DenseHead(self.embedding_dim, self.hidden, len(labels), self.dropout)
         self.classifiers[domain_key(name)] = head.to(device=device, dtype=dtype).train(self.training)
-        self.heads[name] = list(labels)
-        self._set_spec(name, list(labels), spec)
+        self.register_head(name, labels, spec)
 
     def remove_domain(self, name: str) -> None:
         self.resolve_head(name)
@@ -264,10 +198,7 @@ class EmoNet(SERModel):
             conv.remove_domain(name)
         del self.final_bns[domain_key(name)]
         del self.classifiers[domain_key(name)]
-        del self.heads[name]
-        self.head_specs.pop(name, None)
-        if self.default_head == name:
-            self.default_head = next(iter(self.heads))
+        self.forget_head(name)
 
     def domain_parameters(self, name: str) -> list[nn.Parameter]:
         """Adapters, BN and head of one domain (what adapter transfer trains)."""
@@ -296,12 +227,6 @@ class EmoNet(SERModel):
         groups.update({"final_bn": ["final_bns"], "attention": ["attention"], "heads": ["classifiers"]})
         return groups
 
-    def parameter_counts(self) -> dict[str, int]:
-        """Exact counts: total, shared, and per domain (adapters + BN + head)."""
-        per_domain = {name: sum(p.numel() for p in self.domain_parameters(name)) for name in self.heads}
-        shared = sum(p.numel() for p in self.shared_parameters())
-        return {"total": sum(p.numel() for p in self.parameters()), "shared": shared, "per_domain": per_domain}
-
     # ---- forward ---------------------------------------------------------------------------------------------------
     def log_mel(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None):
         """Standardised log-mel ``(B, 1, n_mels, frames)`` zeroed beyond each clip, and the valid frame counts
@@ -310,17 +235,11 @@ class EmoNet(SERModel):
         lengths = valid_lengths(waveforms, lengths)
         return standardised_log_mel(self.melspec, self.to_db, waveforms, lengths, "EmoNet", self.min_duration)
 
-    def set_spectrogram_augment(self, augment) -> None:
-        """A callable ``(spec (B, 1, F, T), valid (B,)) -> spec`` applied to the standardised log-mel in training
-        mode only (SpecAugment, set by a training task; not saved with the model)."""
-        self._spectrogram_augment = augment
-
     def features(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None, head: str | None = None):
         """Last feature map ``(B, C, F', T')`` of a domain's network and its valid time steps."""
         domain = self.resolve_head(head)
         x, valid = self.log_mel(waveforms, lengths)
-        if self.training and self._spectrogram_augment is not None:
-            x = self._spectrogram_augment(x, valid)
+        x = self.augment_spectrogram(x, valid)
         x = F.relu(self.stem(x, domain)) * time_mask(valid, x.shape[-1])
         for block in self.blocks:
             x, valid = block(x, valid, domain)
@@ -339,14 +258,7 @@ class EmoNet(SERModel):
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None, head: str | None = None):
         domain = self.resolve_head(head)
         pooled, _ = self.attend(waveforms, lengths, domain)
-        output = self.classifiers[domain_key(domain)](pooled)
-        spec = self.head_specs.get(domain)
-        if spec is not None and spec.range is not None:
-            # A bounded dimension (arousal/valence in [-1, 1]) is squashed into its range, so that predictions
-            # honour the declared output spec.
-            low, high = spec.range
-            output = (low + high) / 2 + (high - low) / 2 * torch.tanh(output)
-        return output
+        return self.bounded(self.classifiers[domain_key(domain)](pooled), domain)
 
     def flops(self, seconds: float) -> float:
         """Multiply-accumulates ×2 of the convolutions, attention and the default head for one clip of ``seconds``."""

@@ -107,7 +107,7 @@ def finetune(
     import lightning as L
 
     from sermodels.data import SERDataModule
-    from sermodels.models.emonet import check_domain_name
+    from sermodels.layers.domains import check_domain_name
     from sermodels.tasks.transfer import TransferTask
     from sermodels.training.train import export, quiet_trainer, trainer_info
 
