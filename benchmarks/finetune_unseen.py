@@ -36,7 +36,6 @@ finished entry with other settings is replaced only with ``--force``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -62,6 +61,9 @@ from sermodels.data import Item, load_corpus
 from sermodels.evaluation import evaluate_items
 from sermodels.hub import resolve
 from sermodels.metrics import classification_report
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling scripts, also when imported from tests
+from models import _jsonable, _shown, git_commit, sha256_file  # noqa: E402  (benchmarks/models.py)
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = {"emodb": "EMODB", "ravdess": "RAVDESS", "emovo": "EMOVO", "urdu": "URDU"}
@@ -333,42 +335,11 @@ def environment() -> dict[str, Any]:
     }
 
 
-def git_commit() -> str | None:
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = done.stdout.strip()
-    return commit if done.returncode == 0 and commit else None
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _version(package: str) -> str | None:
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def _shown(path: Path) -> str:
-    """A path relative to the repository when it lies inside it."""
-    try:
-        return str(path.resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
 # ------------------------------------------------------------------------------------------------ main

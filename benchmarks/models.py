@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
 import json
 import os
 import platform
@@ -52,6 +51,7 @@ from scipy.stats import binomtest
 
 import sermodels
 from sermodels._io import atomic_write_text
+from sermodels._io import sha256_of as sha256_file
 from sermodels.checkpoint import read_json_object
 from sermodels.classical.svm import extract_features, fit_fixed
 from sermodels.data import load_corpus
@@ -203,14 +203,6 @@ def schedule_args(config: dict[str, Any], divisor: int, scale: float) -> list[st
         scaled = schedule | {"stage_steps": max(1, round(schedule["stage_steps"] * scale))}
         args += ["--model.init_args.schedule", json.dumps(scaled)]
     return args
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------ the bench
