@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(BIN)/sermodels train --config recipes/emonet/multi3.yaml
 	$(BIN)/python benchmarks/emonet.py --regimes scratch --corpora emodb --loso adapters --loso-base runs/emonet_wrn.multi3
 	$(BIN)/python benchmarks/emonet_speed.py
+	$(BIN)/python benchmarks/models.py
+	$(BIN)/python benchmarks/finetune_unseen.py --base runs/bench/loco/urdu --corpus urdu --per-class 60
 	$(BIN)/python benchmarks/deep_spectrum.py
 	$(BIN)/python benchmarks/make_readme.py
 
