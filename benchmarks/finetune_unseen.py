@@ -348,6 +348,9 @@ def _version(package: str) -> str | None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", required=True, help="pretrained multi-domain model: id or checkpoint folder")
+    parser.add_argument(
+        "--allow-seen", action="store_true", help="accept a base trained on the corpus (a smoke test of the machinery)"
+    )
     parser.add_argument("--corpus", required=True, choices=sorted(FOLDERS))
     parser.add_argument("--per-class", type=int, default=60, help="files drawn per class (default: 60)")
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="folder holding URDU/, ...")
@@ -375,12 +378,22 @@ def base_identity(base: str) -> tuple[str, str, Path]:
     as it runs from the repository), and the checkpoint folder."""
     if Path(base).is_dir():
         folder = Path(base).resolve()
-        return folder.name, str(folder), folder
+        return _shown(folder).replace("/", "-"), str(folder), folder
     return base, base, resolve(base)
+
+
+def check_unseen(base_folder: Path, corpus: str) -> None:
+    """The point is a corpus the base never trained on: refuse a base whose training corpora include it."""
+    training = read_json_object(base_folder / "config.json").get("training", {})
+    seen = [c.get("name") if isinstance(c, dict) else c for c in training.get("corpora", [])]
+    if corpus in seen:
+        raise SystemExit(f"{base_folder} was trained on {corpus} ({seen}): pick a base that never saw it")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     base_name, base_arg, base_folder = base_identity(args.base)
+    if not args.allow_seen:
+        check_unseen(base_folder, args.corpus)
     key = result_key(base_name, args.corpus, args.per_class)
     results_path = Path(args.results)
     root = (Path(args.data) / FOLDERS[args.corpus]).resolve()

@@ -735,11 +735,13 @@ def zoo_table(path: Path = RESULTS / "models.json", unseen: Path = RESULTS / "fi
                 "|---|---|---|---|---|",
             ]
             for key, run in runs.items():
+                if not run.get("complete"):
+                    continue
                 svms = run.get("svms", {})
                 lines.append(
                     f"| `{key}` | {run.get('train', {}).get('n', '?')} / {run.get('test', {}).get('n', '?')} | "
-                    f"{pct(run.get('model', {}).get('uar'))} | {pct(svms.get('egemaps', {}).get('uar'))} | "
-                    f"{pct(svms.get('logmel600', {}).get('uar'))} |"
+                    f"{pct(run.get('model', {}).get('uar'))} | {pct(svms.get('egemaps+linear', {}).get('uar'))} | "
+                    f"{pct(svms.get('logmel600+linear', {}).get('uar'))} |"
                 )
     return "\n".join(lines)
 

@@ -287,7 +287,8 @@ class Bench:
                 "checkpoint": variant.checkpoint,
                 "settings": settings,
             }
-            self.put("variants", variant.name, stored)
+        # Ours from now on, new or resumed: save() writes it over the copy on disk.
+        self.put("variants", variant.name, stored)
         self.reset_now.add(variant.name)
         return stored
 

@@ -597,6 +597,16 @@ class Augmentation:
             self.spec = SpecAugment(**options["spec"], seed=seed + SPEC_SEED_OFFSET)
         self.mixup: dict[str, float] | None = options["mixup"]
         self.generator = torch.Generator(device="cpu")
+        self.seed = seed
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Restart every random stream from ``seed`` (a DDP rank offsets the recipe's seed by its rank)."""
+        self.seed = seed
+        if self.waveform is not None:
+            self.waveform.reseed(seed)
+        if self.spec is not None:
+            self.spec.reseed(seed + SPEC_SEED_OFFSET)
         self.generator.manual_seed(seed + MIXUP_SEED_OFFSET)
 
     @classmethod

@@ -264,12 +264,14 @@ def _evaluate(args) -> int:
 
     corpus = load_corpus(args.corpus, args.root)
     model_name = Path(args.model).name if Path(args.model).is_dir() else args.model
+    scored_head, heads = args.head, 1
     if args.split not in ("train", "dev", "test"):
         refit = _fold_refitter(args, corpus)
         report = loso_report([_evaluate_fold(args, refit(train), test) for train, test in corpus.folds(args.split)])
     else:
         model = sermodels.load(args.model, revision=args.revision, device=args.device)
         head, label_map = _evaluation_head(model, args)
+        scored_head, heads = model.resolve_head(head), len(model.heads)
         report = evaluate_items(
             model,
             corpus.split("fixed")[args.split],
@@ -292,7 +294,7 @@ def _evaluate(args) -> int:
     save_report(report, out, png)
     print(f"{model_name} on {args.corpus}/{args.split}: {headline(report)} -> {out}")
     if args.metrics:
-        _merge_metrics(Path(args.metrics), _metrics_key(args), report)
+        _merge_metrics(Path(args.metrics), _metrics_key(args.corpus, args.split, scored_head, heads), report)
     failures = report.get("failures") or []
     for failure in failures:
         print(f"skipped {failure['path']}: {failure['reason']}", file=sys.stderr)
@@ -368,11 +370,11 @@ def _evaluate_fold(args, model, test) -> dict:
     )
 
 
-def _metrics_key(args) -> str:
-    """``corpus/split``, or ``corpus/split/head`` when ``--head`` names a head other than the corpus's own (a model
-    with an arousal and a valence head is scored on each corpus through both)."""
-    key = f"{args.corpus}/{args.split}"
-    return f"{key}/{args.head}" if args.head and args.head != args.corpus else key
+def _metrics_key(corpus: str, split: str, head: str | None, heads: int) -> str:
+    """``corpus/split``, or ``corpus/split/head`` when a model with several heads is scored through another head
+    than the corpus's own (a model with an arousal and a valence head is scored on each corpus through both)."""
+    key = f"{corpus}/{split}"
+    return f"{key}/{head}" if head and head != corpus and heads > 1 else key
 
 
 def _merge_metrics(path: Path, key: str, report: dict) -> None:

@@ -3,6 +3,7 @@ layers, batch invariance, reserved domain names and adapter transfer, on real EM
 
 from __future__ import annotations
 
+import pytest
 import timm
 import torch
 from conftest import corpus_root
@@ -124,3 +125,8 @@ def test_adapter_transfer_freezes_everything_but_the_new_domain():
     trainable = {id(p) for p in net.parameters() if p.requires_grad}
     assert trainable == {id(p) for p in net.domain_parameters("train")}
     assert list(net.heads) == ["train"]
+
+
+def test_layers_that_cannot_be_adapted_are_named_in_a_warning():
+    with pytest.warns(UserWarning, match="shared by every domain"):
+        AdaptedCNN({"emodb": EMODB}, backbone="tf_efficientnet_b0")  # its Conv2dSame layers stay shared

@@ -143,19 +143,16 @@ def test_evaluate_names_the_files_it_could_not_score(tmp_path, emodb_root, capsy
 
 def test_evaluate_keys_metrics_by_head_when_a_head_other_than_the_corpus_is_named(tmp_path, emodb_root):
     metrics = tmp_path / "metrics.json"
-    base = [
-        "evaluate",
-        "--model",
-        "emonet_wrn.arousal",
-        "--corpus",
-        "emodb",
-        "--root",
-        str(emodb_root),
-        "--no-progress",
-    ]
-    for extra in ([], ["--head", "arousal"]):
-        out = ["--out", str(tmp_path / "r.json"), "--metrics", str(metrics)]
-        assert main([*base, "--split", "test", *out, *extra]) == 0
+    runs = {  # model, extra arguments
+        "mobilenetv2_adapters.av": ([], ["--head", "valence"]),  # arousal (its default head) and valence
+        "emonet_wrn.arousal": (["--head", "arousal"],),  # its only head: the plain key
+    }
+    for model, options in runs.items():
+        base = ["evaluate", "--model", model, "--corpus", "emodb", "--root", str(emodb_root), "--no-progress"]
+        for extra in options:
+            out = ["--out", str(tmp_path / "r.json"), "--metrics", str(metrics)]
+            assert main([*base, "--split", "test", *out, *extra]) == 0
     written = json.loads(metrics.read_text())
-    assert sorted(written) == ["emodb/test", "emodb/test/arousal"]
-    assert written["emodb/test"]["uar"] == written["emodb/test/arousal"]["uar"]
+    assert sorted(written) == ["emodb/test", "emodb/test/arousal", "emodb/test/valence"]
+    released = json.loads((REPO / "checkpoints" / "mobilenetv2_adapters.av" / "metrics.json").read_text())
+    assert written["emodb/test/valence"]["uar"] == pytest.approx(released["emodb/test/valence"]["uar"])

@@ -22,9 +22,8 @@ from sermodels._registry import register_model, unregister_model
 from sermodels.audio import load_audio
 from sermodels.checkpoint import save_pretrained
 from sermodels.cli import main
-from sermodels.layers.domains import domain_key
+from sermodels.layers.domains import check_domain_name, domain_key
 from sermodels.models.base import SERModel, valid_lengths
-from sermodels.layers.domains import check_domain_name
 from sermodels.models.emonet import EmoNet
 from sermodels.outputs import OutputSpec
 from sermodels.pipelines.predict import predict_files

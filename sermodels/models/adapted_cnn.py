@@ -17,7 +17,8 @@ new corpus is learnt by adapter transfer (§6.3) exactly as with EmoNet:
   ``U V`` (a full 1×1 adapter beside a 1×1 convolution would duplicate the network per domain). ``U`` starts at
   zero, so a new domain starts as the shared network.
 - Every BatchNorm layer of the CNN is domain-specific (§5.2: "all BN layers are domain-specific"), each domain's copy
-  starting from the ImageNet statistics.
+  starting from the ImageNet statistics. Layers that cannot be adapted this way (timm's ``Conv2dSame`` of the
+  ``tf_`` models, GroupNorm or LayerNorm) stay shared, with a warning that names them.
 - Pooling: the mean over frequency and the valid time steps of the last feature map (EmoNet uses 2D attention; the
   ImageNet CNNs were trained with average pooling, which fine-tuning keeps).
 - Per domain the FC → BN → ReLU → dropout → linear head of EmoNet (:class:`~sermodels.layers.heads.DenseHead`); a
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +159,26 @@ class DomainNorm(nn.Module):
         return self.norms[self._active[0].key](x)
 
 
+def warn_unadapted(net: nn.Module, backbone: str) -> None:
+    """Say which layers of ``net`` stay shared by every domain although they are convolutions (subclasses such as
+    timm's ``Conv2dSame`` of the ``tf_`` models) or normalisation layers other than BatchNorm (GroupNorm,
+    LayerNorm): the model still works, with fewer per-domain parameters than the module docstring describes."""
+    inside = {id(m.conv) for m in net.modules() if isinstance(m, DomainConv)}
+    inside |= {id(n) for m in net.modules() if isinstance(m, DomainNorm) for n in m.modules()}
+    shared = [
+        name
+        for name, m in net.named_modules()
+        if id(m) not in inside
+        and isinstance(m, (nn.Conv2d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d))
+    ]
+    if shared:
+        warnings.warn(
+            f"{backbone}: {len(shared)} convolution/normalisation layers have no per-domain adapter or copy and are "
+            f"shared by every domain: {shared[:5]}{'...' if len(shared) > 5 else ''}",
+            stacklevel=3,
+        )
+
+
 def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, attr = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
@@ -249,6 +271,7 @@ class AdaptedCNN(MultiDomainModel):
         for name, module in list(net.named_modules()):
             if type(module) is nn.Conv2d:
                 _replace(net, name, DomainConv(module, names, adapter_rank, self._active))
+        warn_unadapted(net, backbone)
         self.backbone = net
         self.embedding_dim = int(net.num_features)
         self.classifiers = nn.ModuleDict(

@@ -153,6 +153,7 @@ class SERTask(L.LightningModule):
         self.ema = ema
         self.ema_state: dict[str, torch.Tensor] | None = None
         self._live: dict[str, torch.Tensor] | None = None
+        self._ema_step = -1
         self.model_spec = dict(model or {})
         self.optimizer_options = merge_options(optimizer, self.default_optimizer)
         self.schedule = merge_options(schedule, self.default_schedule, SCHEDULE_SETTINGS)
@@ -231,6 +232,12 @@ class SERTask(L.LightningModule):
                 "(supports_spectrogram_augment)"
             )
         self.net.set_spectrogram_augment(aug.spec)
+
+    def on_train_start(self) -> None:
+        # Each DDP rank draws its own augmentations (rank 0 keeps the recipe's seed).
+        aug = self.augmentation
+        if aug is not None and self.trainer.global_rank:
+            aug.reseed(aug.seed + 7919 * self.trainer.global_rank)
 
     @property
     def waveform_augmented(self) -> bool:
@@ -343,8 +350,10 @@ class SERTask(L.LightningModule):
 
     # ---- EMA of the weights ----------------------------------------------------------------------------------------
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.ema is None:
+        # Once per optimiser step (not per accumulated micro-batch).
+        if self.ema is None or self.global_step == self._ema_step:
             return
+        self._ema_step = self.global_step
         params = dict(self.net.named_parameters())
         with torch.no_grad():
             if self.ema_state is None:
@@ -352,7 +361,10 @@ class SERTask(L.LightningModule):
                 return
             decay = min(self.ema, (1 + self.global_step) / (10 + self.global_step))
             for name, average in self.ema_state.items():
-                average.lerp_(params[name].detach().to(average.dtype), 1.0 - decay)
+                live = params[name].detach()
+                if average.device != live.device:  # a checkpoint is loaded onto the CPU
+                    average = self.ema_state[name] = average.to(live.device)
+                average.lerp_(live.to(average.dtype), 1.0 - decay)
 
     def swap_in_ema(self) -> None:
         """Validate (and select) with the averaged weights; the live ones come back after validation."""
@@ -362,7 +374,7 @@ class SERTask(L.LightningModule):
         with torch.no_grad():
             self._live = {name: params[name].detach().clone() for name in self.ema_state}
             for name, average in self.ema_state.items():
-                params[name].copy_(average)
+                params[name].copy_(average.to(params[name].device))
 
     def swap_out_ema(self) -> None:
         if self._live is None:
@@ -451,6 +463,8 @@ class SERTask(L.LightningModule):
         elif self.ema_state is not None:
             self.swap_in_ema()
             self._live = None
+        # The released weights are in place: a later trainer.validate/test must not swap an average over them.
+        self.ema_state = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # A resumed fit keeps comparing against the best score so far and restores those weights at the end.

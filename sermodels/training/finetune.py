@@ -34,6 +34,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from sermodels.layers.domains import SUFFIX
+
 #: Epochs of a fine-tuning run: a few hundred clips take a few minutes on a laptop CPU (adapters regime).
 DEFAULT_EPOCHS = 10
 #: Batch size (the paper uses 64 on GPU; smaller batches give more updates per epoch on small corpora).
@@ -52,7 +54,6 @@ REGIME_TEXT = {
     "full": "every parameter trained, starting from the base.",
 }
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
-_RESERVED_SUFFIX = "__domain"  # sermodels.layers.domains.SUFFIX: domain names may not end with it
 
 
 def corpus_name_for(data: str | Path) -> str:
@@ -64,8 +65,8 @@ def corpus_name_for(data: str | Path) -> str:
     raw = path.stem if path.suffix.lower() in (".csv", ".tsv") else path.name
     plain = "".join(c for c in unicodedata.normalize("NFKD", raw) if not unicodedata.combining(c))
     name = _UNSAFE.sub("_", plain).strip("_")
-    if name.endswith(_RESERVED_SUFFIX):
-        name = name[: -len(_RESERVED_SUFFIX)] + "_domain"
+    # Domain names may not end in domains.SUFFIX ("__domain"): the underscores before "domain" shrink to one.
+    name = re.sub(r"_+domain$", "_domain", name) if name.endswith(SUFFIX) else name
     return name or "custom"
 
 

@@ -29,9 +29,29 @@ def _data(corpora=("emodb", "urdu")) -> SERDataModule:
     return SERDataModule(list(corpora), roots, batch_size=4, max_duration=1.0, multi_corpus="round_robin")
 
 
+class EmaProbe(L.Callback):
+    """Whether validation ran on the averaged weights, and training on the live ones."""
+
+    def __init__(self) -> None:
+        self.validated_on_average: list[bool] = []
+        self.trained_on_live: list[bool] = []
+
+    def _same(self, task) -> bool:
+        params = dict(task.net.named_parameters())
+        return all(torch.equal(params[k].detach(), v) for k, v in task.ema_state.items())
+
+    def on_validation_epoch_end(self, trainer, task) -> None:  # runs before the task's hook swaps the live ones back
+        self.validated_on_average.append(self._same(task))
+
+    def on_train_batch_start(self, trainer, task, batch, batch_idx) -> None:
+        if task.ema_state is not None and trainer.global_step > 1:
+            self.trained_on_live.append(not self._same(task))
+
+
 def test_augmented_ema_training_validates_by_steps_and_releases_the_best_averaged_weights():
     L.seed_everything(0, verbose=False)
     task = MultiDomainTask(SMALL_CNN, optimizer={"name": "adamw", "lr": 1e-3}, augment=AUGMENT, ema=0.9)
+    probe = EmaProbe()
     trainer = L.Trainer(
         accelerator="cpu",
         max_steps=6,
@@ -43,17 +63,17 @@ def test_augmented_ema_training_validates_by_steps_and_releases_the_best_average
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=[probe],
     )
     trainer.fit(task, datamodule=_data())
     assert [row["step"] for row in task.history] == [3, 6]
-    assert task.ema_state is not None and task._live is None
+    assert probe.validated_on_average == [True, True] and probe.trained_on_live and all(probe.trained_on_live)
+    # The released weights are the averaged ones of the best validation; the average is gone after fitting.
     best = task.best_state
     assert all(torch.equal(best[k], v.cpu()) for k, v in task.net.state_dict().items())
-    # The released weights are the averaged ones of the best validation (step 3 or 6), not the last live weights.
-    params = dict(task.net.named_parameters())
+    assert task.ema_state is None and task._live is None
     summary = task.training_summary()
     assert summary["ema"] == 0.9 and summary["augment"]["mixup"]["alpha"] == 0.4
-    assert any(not torch.equal(params[k].detach(), task.ema_state[k]) for k in task.ema_state)
 
 
 def test_augmentation_changes_training_batches_only():
