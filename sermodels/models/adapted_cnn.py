@@ -168,8 +168,7 @@ def warn_unadapted(net: nn.Module, backbone: str) -> None:
     shared = [
         name
         for name, m in net.named_modules()
-        if id(m) not in inside
-        and isinstance(m, (nn.Conv2d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d))
+        if id(m) not in inside and isinstance(m, (nn.Conv2d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d))
     ]
     if shared:
         warnings.warn(

@@ -23,7 +23,8 @@ transfer regime. What the base does for every regime:
   ``check_val_every_n_epoch: null``).
 - **Training-time augmentation** (``augment``, :mod:`sermodels.augment`): waveform augmentations on every training
   batch, SpecAugment on the model's own spectrogram (models with ``supports_spectrogram_augment``), mixup within a
-  batch (one corpus per batch in round-robin training); never at validation or prediction.
+  batch (one corpus per batch in round-robin training); never at validation or prediction. Every regime with
+  automatic optimisation applies it; WDA (:class:`~sermodels.tasks.adaptation.AdaptationTask`) takes none.
 - **EMA of the weights** (``ema``: the decay, e.g. 0.999; Polyak averaging): validation, model selection and the
   released weights use the averaged parameters (BN statistics are the live ones). The decay ramps up as
   ``min(ema, (1 + step) / (10 + step))`` so the early average does not hold the random start.
@@ -285,9 +286,12 @@ class SERTask(L.LightningModule):
         return {**batch, "waveforms": waveforms, "lengths": lengths}
 
     def augmented_loss(self, batch: dict[str, Any], head: str) -> torch.Tensor:
-        """The loss of a training batch after augmentation; mixup (Zhang et al., ICLR 2018) mixes two clips of the
-        batch and weighs the losses of their two labels by lambda (categories heads; other heads train unmixed)."""
-        batch = self.augmented(batch)
+        """The loss of a training batch after augmentation (waveforms, then mixup)."""
+        return self.mixed_loss(self.augmented(batch), head)
+
+    def mixed_loss(self, batch: dict[str, Any], head: str) -> torch.Tensor:
+        """The loss of ``head`` on a batch; with mixup (Zhang et al., ICLR 2018) two clips of the batch are mixed and
+        the losses of their two labels weighed by lambda (categories heads; other heads train unmixed)."""
         spec = self.net.output_spec(head)
         aug = self.augmentation
         mixed = None

@@ -60,10 +60,11 @@ class MultitaskTask(ClassificationTask):
         if self._skip_single and len(batch["waveforms"]) < 2:
             return None
         head = self.head_of(batch)
+        batch = self.augmented(batch)  # once for the head and the reconstruction
         loss = None
         weight = self.weights.get(head, 1.0)
         if weight:  # a head of weight 0 is not trained (the autoencoder-only setting needs no labels)
-            head_loss = self.loss_for(batch, head)
+            head_loss = self.mixed_loss(batch, head)
             self.log(f"train/{head}/loss", head_loss, batch_size=len(batch["waveforms"]))
             loss = weight * head_loss
         weight = self.weights.get(RECONSTRUCTION, 0.0)

@@ -112,3 +112,24 @@ def test_emonet_takes_spectrogram_masks_and_bad_settings_are_refused():
         MultiDomainTask(SMALL_CNN, ema=1.5)
     with pytest.raises(ValueError):
         MultiDomainTask(SMALL_CNN, augment={"reverb": {}})
+
+
+def test_multitask_training_applies_waveform_augmentation_and_mixup():
+    from sermodels.data.spaces import SpacesDataModule
+    from sermodels.tasks import MultitaskTask
+
+    roots = {name: str(corpus_root(name)) for name in ("emodb", "urdu")}
+    data = SpacesDataModule(["emodb", "urdu"], roots=roots, batch_size=4, max_duration=1.0)
+    losses = {}
+    for name, augment in {"plain": None, "noisy": {"noise": {"p": 1.0, "snr_db": [0.0, 0.0]}}}.items():
+        torch.manual_seed(0)
+        task = MultitaskTask(SMALL_CNN, augment=augment)
+        task.configure_from(data)
+        task.net.eval()  # deterministic forward: only the augmentation can change the loss
+        batch = next(iter(data.train_dataloader()))
+        while "waveforms" not in batch:  # one batch of every space (a tuple or dict of them): the first
+            batch = batch[0] if isinstance(batch, (list, tuple)) else next(iter(batch.values()))
+        part = batch
+        with torch.no_grad():
+            losses[name] = float(task.batch_loss(part))
+    assert losses["plain"] != pytest.approx(losses["noisy"], abs=1e-6)
