@@ -442,7 +442,12 @@ def _finetune_parser(sub) -> None:
         default=ft.DEFAULT_MAX_DURATION,
         help=f"training crop in seconds (default: {ft.DEFAULT_MAX_DURATION:g})",
     )
-    p.add_argument("--lr", type=float, default=None, help="default: 0.1 (adapters), 0.01 (head, full)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="default: the base family's (AdaptedCNN: AdamW at 1e-3), else SGD at 0.1 (adapters), 0.01 (head, full)",
+    )
     p.add_argument("--patience", type=int, default=None, help="plateau epochs before lr x0.1 (default: epochs/4)")
     p.add_argument(
         "--name",

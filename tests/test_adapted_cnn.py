@@ -130,3 +130,20 @@ def test_adapter_transfer_freezes_everything_but_the_new_domain():
 def test_layers_that_cannot_be_adapted_are_named_in_a_warning():
     with pytest.warns(UserWarning, match="shared by every domain"):
         AdaptedCNN({"emodb": EMODB}, backbone="tf_efficientnet_b0")  # its Conv2dSame layers stay shared
+
+
+def test_transfer_uses_the_family_optimizer_unless_one_is_given(tmp_path):
+    from sermodels.data import SERDataModule
+    from sermodels.tasks import TransferTask
+
+    folder = save_pretrained(_model(), tmp_path / "base")
+    data = SERDataModule(["urdu"], {"urdu": str(corpus_root("urdu"))}, batch_size=4, max_duration=1.0)
+    family = TransferTask(str(folder))
+    family.configure_from(data)
+    assert family.optimizer_options == AdaptedCNN.transfer_optimizer
+    chosen = TransferTask(str(folder), optimizer={"name": "sgd", "lr": 0.05})
+    chosen.configure_from(data)
+    assert chosen.optimizer_options["name"] == "sgd" and chosen.optimizer_options["lr"] == 0.05
+    rate = TransferTask(str(folder), optimizer={"lr": 3e-4})
+    rate.configure_from(data)
+    assert rate.optimizer_options == AdaptedCNN.transfer_optimizer | {"lr": 3e-4}

@@ -39,6 +39,9 @@ class SERModel(nn.Module):
     min_duration: ClassVar[float] = 0.0
     # Files longer than this are scored in windows of this length by default (None: whole files).
     default_chunk_seconds: ClassVar[float | None] = None
+    # The optimiser that transfer (sermodels finetune, TransferTask) uses by default for this family; None: the
+    # transfer regime's own (EmoNet §6.1: SGD at 0.1 for adapters, 0.01 otherwise).
+    transfer_optimizer: ClassVar[dict[str, Any] | None] = None
 
     sample_rate: int
     heads: dict[str, list[str]]

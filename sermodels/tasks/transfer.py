@@ -115,7 +115,8 @@ class TransferTask(ClassificationTask):
         like: the base head whose BN (and, for ``head``/``full``, adapters) a new head starts from.
         keep_base_domains: keep the base's other heads (``adapters``/``head`` only; their weights are unchanged).
         freeze / freeze_upto / reinit: layer groups (``groups`` mode).
-        optimizer: defaults to SGD at the mode's learning rate (0.1 adapters, 0.01 otherwise).
+        optimizer: defaults to the base family's ``transfer_optimizer`` (AdaptedCNN: AdamW 1e-3), else SGD at the
+            mode's learning rate (0.1 adapters, 0.01 otherwise); a given ``lr`` alone keeps the default optimiser.
         augment / ema: see :class:`~sermodels.tasks.base.SERTask`.
     """
 
@@ -144,6 +145,7 @@ class TransferTask(ClassificationTask):
             raise ValueError("keep_base_domains belongs to the adapters and head modes (groups trains shared layers)")
         options = {"lr": MODE_LR[mode]} | dict(optimizer or {})
         super().__init__(None, options, schedule, restore_best, class_weighted, cache_features, augment, ema)
+        self.given_optimizer = dict(optimizer or {})
         self.init_from = init_from
         self.mode = mode
         self.like = like
@@ -156,6 +158,10 @@ class TransferTask(ClassificationTask):
         base = load_base(self.init_from)
         if base.sample_rate != data.sample_rate:
             raise ValueError(f"{self.init_from} runs at {base.sample_rate} Hz, the data at {data.sample_rate} Hz")
+        family = getattr(base, "transfer_optimizer", None)
+        if family and "name" not in self.given_optimizer:
+            # The family's own optimiser (e.g. AdamW for the adapted ImageNet CNNs); a given lr still wins.
+            self.optimizer_options = dict(family) | self.given_optimizer
         if self.mode != "groups":
             net = prepare_domains(base, heads, self.mode, self.like, self.keep_base_domains)
         else:
