@@ -707,13 +707,14 @@ def zoo_table(path: Path = RESULTS / "models.json", unseen: Path = RESULTS / "fi
             f"| `loso_emodb`: {loso.get('description', '')} | {pct(loso.get('fold_uar_mean'))}{spread} | "
             f"{pct(loso.get('uar'))} | {loso.get('folds_n', '?')} of {loso.get('folds_total', '?')} |"
         )
+        folds = loso.get("folds_total", "?")  # one fold per EMO-DB speaker, for the baselines and anchors too
         for system, base in (loso.get("baselines_loso") or {}).items():
             lines.append(
                 f"| {system} + SVM (benchmarks/baselines.py) | {pct(base.get('fold_uar_mean'))} | "
-                f"{pct(base.get('uar'))} | 10 |"
+                f"{pct(base.get('uar'))} | {folds} |"
             )
         for anchor in loso.get("anchors") or []:
-            lines.append(f"| {anchor['system']}, published ({anchor['source']}) | | {pct(anchor['uar'])} | 10 |")
+            lines.append(f"| {anchor['system']}, published ({anchor['source']}) | | {pct(anchor['uar'])} | {folds} |")
     loco = [(name, variants[name]) for name in ("loco_arousal", "loco_valence") if name in variants]
     if loco:
         header = " | ".join(ZOO_NAMES[c] for c in ZOO_CORPORA)

@@ -131,6 +131,12 @@ def _options(name: str, given: Any, defaults: Mapping[str, Any]) -> dict[str, An
     return {**defaults, **given}
 
 
+def _list(name: str, value: Any, of: str) -> list:
+    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+        raise ValueError(f"{name} must be a non-empty list of {of}, got {value!r}")
+    return list(value)
+
+
 def _gain_options(given: Any) -> dict[str, Any]:
     o = _options("gain", given, GAIN_DEFAULTS)
     return {"p": _probability("gain.p", o["p"]), "db": _range("gain.db", o["db"])}
@@ -138,9 +144,7 @@ def _gain_options(given: Any) -> dict[str, Any]:
 
 def _noise_options(given: Any) -> dict[str, Any]:
     o = _options("noise", given, NOISE_DEFAULTS)
-    colors = o["colors"]
-    if isinstance(colors, str) or not isinstance(colors, Sequence) or not colors:
-        raise ValueError(f"noise.colors must be a non-empty list of {list(NOISE_COLORS)}, got {colors!r}")
+    colors = _list("noise.colors", o["colors"], f"{list(NOISE_COLORS)}")
     for color in colors:
         if color not in NOISE_COLORS:
             raise ValueError(f"unknown noise colour {color!r}; known: {list(NOISE_COLORS)}")
@@ -159,10 +163,7 @@ def _shift_options(given: Any) -> dict[str, Any]:
 
 def _speed_options(given: Any) -> dict[str, Any]:
     o = _options("speed", given, SPEED_DEFAULTS)
-    factors = o["factors"]
-    if isinstance(factors, str) or not isinstance(factors, Sequence) or not factors:
-        raise ValueError(f"speed.factors must be a non-empty list of positive numbers, got {factors!r}")
-    factors = [_number("speed.factors", f) for f in factors]
+    factors = [_number("speed.factors", f) for f in _list("speed.factors", o["factors"], "positive numbers")]
     if min(factors) <= 0:
         raise ValueError(f"speed.factors must all be > 0, got {factors}")
     return {"p": _probability("speed.p", o["p"]), "factors": factors}

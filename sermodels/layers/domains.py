@@ -22,11 +22,6 @@ def domain_key(name: str) -> str:
     return f"{name}{SUFFIX}" if name in _RESERVED else name
 
 
-def domain_name(key: str) -> str:
-    """The domain stored under ``key`` (inverse of :func:`domain_key`)."""
-    return key[: -len(SUFFIX)] if key.endswith(SUFFIX) else key
-
-
 def check_domain_name(name: str) -> str:
     """``name``, or a ValueError: letters, digits, '_' and '-' only, and not ending in ``__domain`` (the suffix under
     which :func:`domain_key` stores names such as ``train``)."""

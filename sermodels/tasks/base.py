@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sermodels import losses
+from sermodels.augment import Augmentation
 from sermodels.metrics import uar
 from sermodels.models.base import SERModel
 from sermodels.outputs import OutputSpec, categories
@@ -146,8 +147,6 @@ class SERTask(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        from sermodels.augment import Augmentation
-
         self.augmentation = Augmentation.from_config(augment) if augment else None
         if ema is not None and not 0.0 < ema < 1.0:
             raise ValueError(f"ema is the averaging decay, in (0, 1), got {ema}")
