@@ -160,3 +160,21 @@ def test_memory_stays_bounded_over_a_ten_minute_file(tmp_path):
     block_size = 30 * 16_000 * 4
     message = f"peak {peak / 1e6:.1f} MB for a {float32_size / 1e6:.1f} MB file"
     assert peak < 4 * block_size and peak < float32_size / 5, message  # measured: 6.1 MB, ~3 blocks
+
+
+def test_load_region_equals_the_whole_file_decoded(tmp_path):
+    """A region read back (how daylong segments are scored) is exactly those samples of load_audio, at the file's
+    own rate and resampled (44.1 kHz stereo -> 16 kHz), and past-the-end regions are refused naming the file."""
+    from sermodels.audio import AudioError, load_audio, load_region
+
+    noise = np.random.default_rng(1).standard_normal((44_100 * 4, 2)).astype(np.float32) * 0.1
+    resampled = tmp_path / "stereo.wav"
+    sf.write(resampled, noise, 44_100, subtype="FLOAT")
+    whole = load_audio(resampled, 16_000)
+    for start, end in [(0, 800), (12_345, 40_001), (50_000, 64_000)]:
+        assert torch.equal(load_region(resampled, start, end, 16_000), whole[start:end])
+    native = tmp_path / "mono.flac"
+    sf.write(native, noise[:48_000, 0] * 0.5, 16_000)
+    assert torch.equal(load_region(native, 100, 5_000, 16_000), load_audio(native, 16_000)[100:5_000])
+    with pytest.raises(AudioError, match="mono.flac"):
+        load_region(native, 60_000, 70_000, 16_000)
