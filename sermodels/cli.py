@@ -12,6 +12,10 @@ sermodels fit-deep-spectrum --config RECIPE.yaml [key=value ...]   Deep Spectrum
 sermodels finetune --from ID --data DIR_OR_CSV --out DIR [--regime adapters|head|full]   a multi-domain model
                                                     (EmoNet, ...) on your corpus, as a new head [--name NAME]
 sermodels features deepspectrum IN... -o OUT.csv|.npy|.parquet [--backbone NAME --window S ...]   Deep Spectrum features
+sermodels daylong RECORDING... --out DIR [--model ID --vad auto|silero|energy --devices N]   speech segments of long
+                                                    recordings with arousal/valence: tables, plot, HTML, TextGrid/ELAN
+sermodels annotate select DAYLONG_OUT... --out SEL [--budget N]   medoid-ranked segments to label (TextGrid/ELAN/CSV)
+sermodels annotate import SEL [LABELLED...] --out CORPUS [--propagate]   labels back as a corpus table for finetune
 sermodels card ID_OR_FOLDER                         (re)generate a model card
 sermodels hub push ID_OR_FOLDER --repo-id ORG/NAME  upload a checkpoint folder
 sermodels hub index ID --repo-id ORG/NAME [--revision SHA] [--default]   pin it in the pretrained index
@@ -137,6 +141,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("features", help="extract features of audio files to CSV/NPY/Parquet")
     features_cli.add_parser(p.add_subparsers(dest="features_command", required=True))
+
+    from sermodels.pipelines import daylong_cli
+
+    daylong_cli.add_parser(sub)
+    daylong_cli.add_annotate_parser(sub)
 
     p = sub.add_parser("card", help="generate README.md of a checkpoint folder from config.json and metrics.json")
     p.add_argument("model")
