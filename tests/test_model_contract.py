@@ -48,6 +48,7 @@ class SmallBuild:
 EMODB_LABELS = ["anger", "neutral", "sadness"]
 SMALL_BUILDS: dict[str, SmallBuild] = {
     "logmel_svm": SmallBuild(lambda: {"labels": EMODB_LABELS}),
+    "wda_mlp": SmallBuild(lambda: {"heads": {"arousal": ["low", "high"], "valence": ["non-positive", "positive"]}}),
     "emonet_wrn": SmallBuild(
         lambda: {
             # two categories domains and a dimensions head, at a sixteenth of the paper's widths
