@@ -16,6 +16,8 @@ sermodels daylong RECORDING... --out DIR [--model ID --vad auto|silero|energy --
                                                     recordings with arousal/valence: tables, plot, HTML, TextGrid/ELAN
 sermodels annotate select DAYLONG_OUT... --out SEL [--budget N]   medoid-ranked segments to label (TextGrid/ELAN/CSV)
 sermodels annotate import SEL [LABELLED...] --out CORPUS [--propagate]   labels back as a corpus table for finetune
+sermodels wda --source NAME=ROOT... --target NAME=ROOT|PATH...|--target-daylong OUT... --out DIR [--labelled CSV]
+                                                    adapt the NICU WDA model to unlabelled target audio (a release)
 sermodels card ID_OR_FOLDER                         (re)generate a model card
 sermodels hub push ID_OR_FOLDER --repo-id ORG/NAME  upload a checkpoint folder
 sermodels hub index ID --repo-id ORG/NAME [--revision SHA] [--default]   pin it in the pretrained index
@@ -30,6 +32,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+BINARY_VALENCE = ("non-positive", "positive")  # sermodels.labels.BINARY_VALENCE_CLASSES (not imported at start-up)
 STDOUT = "-"  # `predict --out -`: the CSV table on stdout (for pipes), not the aligned terminal table
 
 
@@ -146,6 +149,9 @@ def _parser() -> argparse.ArgumentParser:
 
     daylong_cli.add_parser(sub)
     daylong_cli.add_annotate_parser(sub)
+    from sermodels.training import wda_cli
+
+    wda_cli.add_parser(sub)
 
     p = sub.add_parser("card", help="generate README.md of a checkpoint folder from config.json and metrics.json")
     p.add_argument("model")
@@ -331,6 +337,8 @@ def _evaluation_head(model, args):
     if args.label_space in label_maps.VALUE_SPACES:
         raise ValueError(f"--label-space {args.label_space} places categories on numbers, for a dimensions head")
     space = args.label_space or (head if head in label_maps.LABEL_SPACES and head != "categories" else "categories")
+    if args.label_space is None and space == "valence" and model.label_names(head) == list(BINARY_VALENCE):
+        space = "binary_valence"  # a head named valence over positive / the rest (the NICU paper's WDA models)
     if space == "categories":
         return head, None
     if model.label_names(head) != list(label_maps.label_names(space)):

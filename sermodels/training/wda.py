@@ -181,7 +181,26 @@ def _copy_head(into: WDAMLP, source: WDAMLP, head: str) -> None:
 
 
 def _mapped(categories: Sequence[str], space: str, classes: Sequence[str]) -> torch.Tensor:
-    return torch.tensor([list(classes).index(label_maps.map_label(c, space)) for c in categories])
+    return torch.tensor([list(classes).index(_in_space(c, space, classes)) for c in categories])
+
+
+def _in_space(label: str, space: str, classes: Sequence[str]) -> str:
+    """A category mapped into ``space``; a label that already is one of its classes (e.g. ``high``) as it is."""
+    return label if label in classes else label_maps.map_label(label, space)
+
+
+def _labelled_for(
+    pairs: Sequence[tuple[str | os.PathLike, str]], x: torch.Tensor, space: str, classes: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The labelled target items that have a label in ``space`` (an arousal label says nothing of valence)."""
+    keep, y = [], []
+    for i, (_, label) in enumerate(pairs):
+        try:
+            y.append(list(classes).index(_in_space(label, space, classes)))
+        except (ValueError, label_maps.UnknownLabelError):
+            continue
+        keep.append(i)
+    return (x[keep], torch.tensor(y)) if keep else None
 
 
 def fit_wda(
@@ -195,6 +214,8 @@ def fit_wda(
     model_args: dict[str, Any] | None = None,
     source_options: dict[str, Any] | None = None,
     adapt_options: dict[str, Any] | None = None,
+    partitions: Sequence[str] | None = None,
+    target_features: torch.Tensor | None = None,
 ) -> WDAResult:
     """Both WDA stages for every label space, from built-in corpora (name -> root, :func:`load_corpus`) to a target
     given as ``(corpus name, root)`` or a list of audio files (its labels are never read).
@@ -203,6 +224,11 @@ def fit_wda(
     to select the semi-supervised epoch; they are standardised with the target pool's statistics. Source features are
     z-scored per source corpus, the target with its own statistics (§4.1). ``source_options``/``adapt_options`` go to
     :func:`fit_source` / :func:`adapt`; ``model_args`` to :class:`WDAMLP`. Features are cached in ``cache_dir``.
+    ``partitions`` (e.g. ``("train", "dev")``) keeps only those partitions of each corpus's fixed split, for the
+    sources and a target given as a corpus, so that its test speakers stay unseen. ``target_features``: the raw
+    functionals ``(M, 600)`` of the target (e.g. daylong segments), used instead of ``target``. A labelled target
+    item may carry an emotion category or a label of the space itself (``high``, ``positive``); items without a
+    label in a space do not take part in that head's selection.
     """
     if not source_corpora:
         raise ValueError("fit_wda needs at least one source corpus")
@@ -219,7 +245,7 @@ def fit_wda(
 
     source_z, source_raw, categories = [], [], []
     for name, root in source_corpora.items():
-        items = list(load_corpus(name, root))
+        items = _items(name, root, partitions)
         raw = features([item.path for item in items])
         source_raw.append(raw)
         source_z.append(zscore(raw)[0])
@@ -227,26 +253,30 @@ def fit_wda(
     source_x = torch.cat(source_z)
     # The released source model's statistics: the source corpus's own, or those of the pooled source corpora.
     source_stats = zscore(torch.cat(source_raw))[1:]
-    target_files = (
-        [item.path for item in load_corpus(target[0], target[1])]
-        if isinstance(target, tuple) and len(target) == 2 and not Path(str(target[0])).is_file()
-        else [str(p) for p in target]
-    )
-    target_x, target_mean, target_std = zscore(features(target_files))
+    if target_features is None:
+        target_files = (
+            [item.path for item in _items(target[0], target[1], partitions)]
+            if isinstance(target, tuple) and len(target) == 2 and not Path(str(target[0])).is_file()
+            else [str(p) for p in target]
+        )
+        target_features = features(target_files)
+    target_x, target_mean, target_std = zscore(target_features)
     labelled_x = None
     if target_labelled:
         labelled_x = (features([str(p) for p, _ in target_labelled]) - target_mean) / target_std
 
     source_model, unsupervised, semi = copy.deepcopy(model), None, None
     history: dict[str, dict[str, Any]] = {}
+    semi_heads: set[str] = set()
     for space in label_spaces:
         head, classes = HEAD_OF_SPACE[space], heads[HEAD_OF_SPACE[space]]
         y = _mapped(categories, space, classes)
         train_idx, dev_idx = stratified_split(y, seed=seed)
-        labelled_y = None if labelled_x is None else _mapped([c for _, c in target_labelled], space, classes)
+        labelled = None if labelled_x is None else _labelled_for(target_labelled, labelled_x, space, classes)
         data = FeatureDataModule(
-            source_x[train_idx], y[train_idx], source_x[dev_idx], y[dev_idx],
-            target_x=target_x, target_labelled_x=labelled_x, target_labelled_y=labelled_y, seed=seed,
+            source_x[train_idx], y[train_idx], source_x[dev_idx], y[dev_idx], target_x=target_x,
+            target_labelled_x=None if labelled is None else labelled[0],
+            target_labelled_y=None if labelled is None else labelled[1], seed=seed,
         )  # fmt: skip
         source_model, source_history = fit_source(source_model, head, data, source_stats, seed=seed,
                                                    **(source_options or {}))  # fmt: skip
@@ -256,6 +286,7 @@ def fit_wda(
         if adapted.semi_supervised is not None:
             semi = semi or copy.deepcopy(adapted.semi_supervised)
             _copy_head(semi, adapted.semi_supervised, head)
+            semi_heads.add(head)
         history[space] = {
             "head": head,
             "source": source_history,
@@ -263,4 +294,15 @@ def fit_wda(
             "best_target_epoch": adapted.best_target_epoch,
             "split": {"train": len(train_idx), "dev": len(dev_idx), "seed": seed},
         }
+    if semi is not None:  # a head without labelled target items keeps its unsupervised weights
+        for head in set(heads) - semi_heads:
+            _copy_head(semi, unsupervised, head)
     return WDAResult(source_model, unsupervised, semi, history)
+
+
+def _items(name: str, root: str | os.PathLike, partitions: Sequence[str] | None) -> list:
+    corpus = load_corpus(name, root)
+    if partitions is None:
+        return list(corpus)
+    split = corpus.split("fixed")
+    return [item for part in partitions for item in split[part]]
