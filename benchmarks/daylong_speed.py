@@ -16,6 +16,7 @@ manifest's, and the machine. Results merge into ``benchmarks/results/daylong_spe
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import subprocess
@@ -24,6 +25,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models import environment  # noqa: E402  (benchmarks/models.py)
@@ -71,13 +74,30 @@ def run(audio: Path, vad: str, model: str, threads: int, out: Path) -> dict[str,
         raise RuntimeError(f"{' '.join(command[3:])} failed:\n{done.stderr[-3000:]}")
     peak_kb = int(next(line.split()[1] for line in done.stderr.splitlines() if line.startswith("MAXRSS_KB")))
     summary = json.loads((out / audio.stem / "summary.json").read_text())
+    precision, recall = frame_agreement(out / audio.stem / "segments.csv", audio.with_suffix(".csv"), summary)
     return {
+        "vad_precision": precision,
+        "vad_recall": recall,
         "wall_s": round(wall, 2),
         "x_real_time": round(summary["duration_s"] / wall, 1),
         "peak_rss_mb": round(peak_kb / 1024, 1),  # the whole process: Python, torch, the model, the detector
         "segments": summary["segments"],
         "speech_found_s": summary["speech_s"],
     }
+
+
+def frame_agreement(segments: Path, manifest: Path, summary: dict[str, Any]) -> tuple[float, float]:
+    """Precision and recall of the segments against the manifest's utterances, on a 10 ms grid. Babble scenes are
+    speech of other talkers: a detector finds them too, which lowers precision by design of the recording."""
+    frames = int(summary["duration_s"] * 100) + 1
+    truth, found = np.zeros(frames, bool), np.zeros(frames, bool)
+    for p in read_manifest(manifest):
+        truth[int(p.start * 100) : int(np.ceil(p.end * 100))] = True
+    with open(segments, newline="") as handle:
+        for row in csv.DictReader(handle):
+            found[int(float(row["start"]) * 100) : int(np.ceil(float(row["end"]) * 100))] = True
+    hits = (truth & found).sum()
+    return round(float(hits / max(found.sum(), 1)), 3), round(float(hits / max(truth.sum(), 1)), 3)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -367,6 +367,7 @@ def load_region(
     *,
     rate: int | None = None,
     max_channels: int = MAX_DOWNMIX_CHANNELS,
+    nonfinite: str = "raise",
 ) -> torch.Tensor:
     """Samples ``start:end`` of ``path`` (positions at ``sample_rate`` Hz) as mono float32 at ``rate`` Hz
     (default ``sample_rate``), decoding only that stretch: how a segment of a daylong recording is read back.
@@ -374,8 +375,12 @@ def load_region(
     At the file's own rate the region is exactly those samples of :func:`load_audio`; otherwise the reader takes
     :data:`REGION_MARGIN_FRAMES` input samples either side, resamples them and cuts the region out, which matches
     the whole file resampled to float rounding away from the file's ends. NaN/Inf samples are an error naming the
-    file, as in :func:`load_audio`; a region past the end of the file is an error.
+    file, as in :func:`load_audio`, or with ``nonfinite="zero"`` set to 0 (as :func:`stream_audio` does, so a
+    segment of a streamed recording reads back the samples the stream gave); a region past the end of the file is
+    an error.
     """
+    if nonfinite not in ("raise", "zero"):
+        raise ValueError(f"nonfinite must be 'raise' or 'zero', got {nonfinite!r}")
     info = audio_info(path)
     if info.channels > max_channels:
         raise AudioError(path, f"unsupported channel layout: {info.channels} channels (at most {max_channels})")
@@ -404,7 +409,9 @@ def load_region(
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(path, f"unreadable region {start}..{end} ({_short(err)})") from err
     if not np.isfinite(raw).all():
-        raise AudioError(path, f"region {start}..{end} contains {int((~np.isfinite(raw)).sum())} NaN/Inf samples")
+        if nonfinite == "raise":
+            raise AudioError(path, f"region {start}..{end} contains {int((~np.isfinite(raw)).sum())} NaN/Inf samples")
+        raw[~np.isfinite(raw)] = 0.0
     mono = raw.mean(axis=1) if raw.shape[1] > 1 else raw[:, 0]
     if sample_rate != info.sample_rate:
         mono = soxr.resample(mono, info.sample_rate, sample_rate, quality=SOXR_QUALITY)

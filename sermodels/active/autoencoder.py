@@ -1,7 +1,8 @@
 """The feature autoencoder of medoid-based active learning (MAL): 600 log-mel functionals -> 32-d codes.
 
-Paper: "Speech emotion recognition in daylong NICU recordings: cross-corpus generalisation, Wasserstein domain
-adaptation and active learning" (Interspeech), §2.1 (a six-layer DNN autoencoder compresses the 600-d features of
+Paper: the NICU paper (Vaaras et al., Interspeech 2021: SER for daylong child-centred NICU recordings; our copy,
+../shared/papers/nicu_ser_cross_corpus_wda_active_learning.txt, has no title page),
+§2.1 (a six-layer DNN autoencoder compresses the 600-d features of
 §4.1 to 32 dimensions, whose Pearson distances feed k-medoids) and §4.2.1 (the architecture and its training):
 
 * encoder FC512-ELU, FC512-ELU, FC32-ELU; decoder FC512-ELU, FC512-ELU and a linear FC600 reconstruction layer;

@@ -1,7 +1,8 @@
 """Medoid-based active learning (MAL): which utterances of an unlabelled pool to annotate first.
 
-Paper: "Speech emotion recognition in daylong NICU recordings: cross-corpus generalisation, Wasserstein domain
-adaptation and active learning" (Interspeech), §2.1, after Zhao et al. (the paper's ref. [15]):
+Paper: the NICU paper (Vaaras et al., Interspeech 2021: SER for daylong child-centred NICU recordings; our copy,
+../shared/papers/nicu_ser_cross_corpus_wda_active_learning.txt, has no title page),
+§2.1, after Zhao et al. (the paper's ref. [15]):
 
 1. the 600-d log-mel functionals are compressed to 32-d codes by an autoencoder (:mod:`.autoencoder`, §4.2.1);
 2. the Pearson distance ``1 - r`` between the codes of every pair of samples forms an ``(N, N)`` matrix;

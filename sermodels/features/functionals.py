@@ -1,7 +1,8 @@
 """Utterance-level log-mel functionals: the 600-dimensional representation of the NICU SER paper.
 
-Paper: "Speech emotion recognition in daylong NICU recordings: cross-corpus generalisation, Wasserstein domain
-adaptation and active learning" (Interspeech), §4.1 Features: 40 mel filters, Hann window of 30 ms, 10 ms shift;
+Paper: the NICU paper (Vaaras et al., Interspeech 2021: SER for daylong child-centred NICU recordings; our copy,
+../shared/papers/nicu_ser_cross_corpus_wda_active_learning.txt, has no title page),
+§4.1 Features: 40 mel filters, Hann window of 30 ms, 10 ms shift;
 seven functionals (the first four moments, min, max, range) of each log-mel band, and the first four moments of the
 first- and second-order delta of each band: 7 x 40 + 4 x 40 x 2 = 600 dimensions.
 

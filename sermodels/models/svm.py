@@ -1,8 +1,8 @@
 """Utterance functionals + z-normalisation + linear SVM, exported as one torch module.
 
 Provenance
-- Features: the 600-dimensional log-mel functionals of Vaaras et al., "Development of a speech emotion recognizer
-  for large-scale child-centered audio recordings from a hospital environment" (NICU paper, Interspeech), §4.1:
+- Features: the 600-dimensional log-mel functionals of the NICU paper (Vaaras et al., Interspeech 2021; our copy
+  has no title page), §4.1:
   40 mel bands, 30 ms Hann window, 10 ms hop; seven functionals of the log-mel bands and the first four moments of
   their first and second deltas. See :class:`sermodels.features.LogMelFunctionals`.
 - Classifier: the EmoNet paper's feature baseline (Gerczuk et al., IEEE Trans. Affective Computing, §4.1):

@@ -1,8 +1,9 @@
 """The WDA source/adapted model of the NICU paper: log-mel functionals -> z-score -> per head F (MLP) -> C (MLP).
 
 Provenance
-- Paper: Vaaras et al., "Development of a speech emotion recognizer for large-scale child-centered audio recordings
-  from a hospital environment" (the NICU paper, Interspeech). §2.2: the source model ``M = C_L ∘ F_S`` of
+- Paper: the NICU paper (Vaaras et al., Interspeech 2021: SER for daylong child-centred NICU recordings; our
+  copy, ../shared/papers/nicu_ser_cross_corpus_wda_active_learning.txt, has no title page).
+  §2.2: the source model ``M = C_L ∘ F_S`` of
   Wasserstein distance-based domain adaptation (WDA, after Shen et al.'s WDGRL, its ref. [18]); stage 2 adapts
   ``F_S`` into ``F_T`` (:mod:`sermodels.tasks.wda`, :mod:`sermodels.training.wda`).
 - Input features, §4.1: the 600-dimensional log-mel functionals (:class:`sermodels.features.LogMelFunctionals`),

@@ -7,7 +7,14 @@
 - :mod:`~sermodels.pipelines.writers`: CSV / JSON / NPY / Parquet outputs;
 - :mod:`~sermodels.pipelines.predict`: ``sermodels predict`` (:func:`predict_files`, :func:`run_predictions`);
 - :mod:`~sermodels.pipelines.terminal`: the table ``sermodels predict`` prints (a row per file);
-- :mod:`~sermodels.pipelines.features`: ``sermodels features deepspectrum`` (imported on its own: it needs timm).
+- :mod:`~sermodels.pipelines.features`: ``sermodels features deepspectrum`` (imported on its own: it needs timm);
+- daylong recordings (NICU paper), each imported on its own: :mod:`~sermodels.pipelines.vad` (voice activity) and
+  :mod:`~sermodels.pipelines.segments` (segment rules), :mod:`~sermodels.pipelines.readout` (arousal/valence from
+  any head), :mod:`~sermodels.pipelines.daylong` (one recording, resumable per block),
+  :mod:`~sermodels.pipelines.daylong_runner` (many recordings on Lightning's predict loop),
+  :mod:`~sermodels.pipelines.daylong_report` (tables, plot, HTML, annotation files),
+  :mod:`~sermodels.pipelines.annotations` (TextGrid / ELAN / Audacity / CSV files) and
+  :mod:`~sermodels.pipelines.annotate` (``annotate select`` / ``import``: medoid active learning for annotators).
 
 Pipelines sit above the models and features: they may import anything below them, nothing below imports them.
 """

@@ -46,7 +46,7 @@ PLACEHOLDER = "?"  # the text of a not yet labelled interval in the exported ann
 MIN_OVERLAP = 0.5  # an annotated interval labels a selected segment it covers by at least this share
 FEATURE_BATCH = 32
 SELECTION_COLUMNS = ("rank", "recording", "segment", "start", "end", "cluster", "cluster_size", "clip", "label")
-ASSIGNMENT_COLUMNS = ("recording", "segment", "start", "end", "cluster", "medoid_rank")
+ASSIGNMENT_COLUMNS = ("recording", "segment", "start", "end", "start_sample", "end_sample", "cluster", "medoid_rank")
 CORPUS_COLUMNS = ("path", "label", "speaker", "recording", "start", "end", "source")
 # Fewer recordings than this cannot be split by recording (train / dev / test): the corpus gets a per-segment split.
 MIN_RECORDINGS_FOR_GROUPS = 3
@@ -83,12 +83,25 @@ def read_daylong_outputs(folders: Sequence[str | Path]) -> list[Segment]:
         table = summary_file.parent / "segments.csv"
         if not table.is_file():
             raise ValueError(f"{summary_file.parent}: no segments.csv (run sermodels daylong with --tables csv)")
+        audio = Path(summary["recording"])
+        if not audio.is_absolute():  # outputs of an older run: relative to where it ran, tried from here
+            audio = audio.resolve()
+        if not audio.is_file():
+            raise FileNotFoundError(f"{summary_file}: its recording {audio} is not there (moved or renamed?)")
         with open(table, newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
+            reader = csv.DictReader(handle)
+            missing = [
+                c
+                for c in ("segment", "start", "end", "start_sample", "end_sample")
+                if c not in (reader.fieldnames or [])
+            ]
+            if missing:
+                raise ValueError(f"{table}: not a sermodels daylong segment table (no {', '.join(missing)} column)")
+            for row in reader:
                 found.append(
                     Segment(
                         recording=summary_file.parent.name,
-                        audio=Path(summary["recording"]),
+                        audio=audio,
                         segment=int(row["segment"]),
                         start=float(row["start"]),
                         end=float(row["end"]),
@@ -155,7 +168,8 @@ def select(
         clip = ""
         if clips:
             clip = f"clips/{rank:05d}_{s.recording}_{s.segment:06d}.wav"
-            _write_wav(out / clip, load_region(s.audio, s.start_sample, s.end_sample, s.sample_rate), s.sample_rate)
+            samples = load_region(s.audio, s.start_sample, s.end_sample, s.sample_rate, nonfinite="zero")
+            _write_wav(out / clip, samples, s.sample_rate)
         rows.append(
             {
                 "rank": rank,
@@ -177,6 +191,8 @@ def select(
             "segment": s.segment,
             "start": s.start,
             "end": s.end,
+            "start_sample": s.start_sample,
+            "end_sample": s.end_sample,
             "cluster": int(selection.assignment[i]) + 1,
             "medoid_rank": rank_of[int(selection.medoid_of(i))],
         }
@@ -226,8 +242,10 @@ def read_labels(selection_dir: Path, labelled: Sequence[str | Path] = ()) -> dic
                 if r.get("label", "").strip() not in ("", PLACEHOLDER):
                     labels[int(r["rank"])] = r["label"].strip()
             continue
-        recording = file.name.split(".")[0]
-        if recording not in by_recording:
+        # The recording whose name the file's name starts with (recording names may hold dots: 2021.05.03.eaf).
+        matches = [r for r in by_recording if file.name == r or file.name.startswith(r + ".")]
+        recording = max(matches, key=len) if matches else None
+        if recording is None:
             raise ValueError(
                 f"{file}: its name does not start with a recording of the selection "
                 f"({', '.join(sorted(by_recording))}); name annotation files after their recording"
@@ -275,7 +293,7 @@ def import_labels(
         rate = int(source["sample_rate"])
         start, end = float(a["start"]), float(a["end"])
         clip = f"clips/{a['recording']}_{int(a['segment']):06d}.wav"
-        samples = load_region(source["audio"], round(start * rate), round(end * rate), rate)
+        samples = load_region(source["audio"], int(a["start_sample"]), int(a["end_sample"]), rate, nonfinite="zero")
         _write_wav(out / clip, samples, rate)
         rows.append(
             {
@@ -323,7 +341,9 @@ def _header(path: Path) -> list[str]:
 
 
 def _clip(segment: Segment, rate: int) -> torch.Tensor:
-    return load_region(segment.audio, segment.start_sample, segment.end_sample, segment.sample_rate, rate=rate)
+    return load_region(
+        segment.audio, segment.start_sample, segment.end_sample, segment.sample_rate, rate=rate, nonfinite="zero"
+    )
 
 
 def _write_wav(path: Path, samples: torch.Tensor, rate: int) -> None:

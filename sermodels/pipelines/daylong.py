@@ -121,6 +121,7 @@ class RecordingJob:
         self.path, self.folder, self.model, self.readings = path, folder, model, readings
         self.vad, self.settings, self.model_id, self.device = vad, settings, model_id, device
         self.rate = model.sample_rate
+        self.problems: list[dict[str, Any]] = []  # segments that could not be read back, until saved with a block
         hop = vad.hop
         self.block = max(1, round(settings.block_seconds * self.rate / hop)) * hop
         # A detector with a history (the energy detector's noise floor) warms up over all of it, so that its state
@@ -145,13 +146,19 @@ class RecordingJob:
     def run(self, restart: bool = False, progress_bar: bool = True) -> dict[str, Any]:
         with locked(self.folder / WORK_FOLDER):
             state = self._open(restart)
-            if state.get("complete") and (self.folder / SUMMARY_FILE).is_file():
-                return json.loads((self.folder / SUMMARY_FILE).read_text())
-            rows = self._kept_rows(state["blocks_done"])
+            described = self._describe()
+            summary_file = self.folder / SUMMARY_FILE
+            if state.get("complete") and summary_file.is_file():
+                summary = json.loads(summary_file.read_text())
+                if summary.get("settings") == json.loads(json.dumps(described["settings"])):
+                    return summary
+                # Other output formats or bins were asked for: rewrite the outputs from the rows, no audio work.
             if not state.get("stream_done"):
+                self._kept_rows(state["blocks_done"])  # drop the rows of a block in flight at an interruption
                 self._stream(state, progress_bar)
-                rows = self._kept_rows(state["blocks_done"] + 1)
-            summary = report.write_outputs(self.folder, self.path, rows, state, self._describe())
+            # Done blocks and the pseudo-block of segments closed at the end of the stream.
+            rows = self._kept_rows(state["blocks_done"] + 1)
+            summary = report.write_outputs(self.folder, self.path, rows, state, described)
             state["complete"] = True
             self._save(state)
             return summary
@@ -171,8 +178,11 @@ class RecordingJob:
                 raise ValueError(f"{progress}: unreadable ({err}); rerun with --restart") from err
             if state.get("fingerprint") != fingerprint:
                 changed = [k for k in fingerprint if state.get("fingerprint", {}).get(k) != fingerprint[k]]
+                what = ", ".join(changed)
+                if changed == ["recording"]:
+                    what = "the recording's size or modification time changed since"
                 raise ValueError(
-                    f"{self.folder} holds work on {self.path} done with other settings ({', '.join(changed)}); "
+                    f"{self.folder} holds work on {self.path} done with other settings ({what}); "
                     "rerun with the same settings to resume it, or add --restart to discard it"
                 )
             return state
@@ -234,6 +244,8 @@ class RecordingJob:
             probs = self._speech_probabilities(tail, block.samples)
             closed = segmenter.feed(probs)
             self._append(self._score(closed, index))
+            state["problems"] += [{"block": index, **p} for p in self.problems]
+            self.problems.clear()
             if block.problem:
                 state["problems"].append(
                     {"block": index, "start": round(block.start / self.rate, 3), "problem": block.problem}
@@ -247,6 +259,8 @@ class RecordingJob:
             bar.close()
         last = max(index, done - 1) + 1  # the pseudo-block of the segments closed at the end of the stream
         self._append(self._score(segmenter.finish(state["samples"]), last))
+        state["problems"] += [{"block": last, **p} for p in self.problems]
+        self.problems.clear()
         state.update(stream_done=True, segmenter=None)
         self._save(state)
 
@@ -275,11 +289,19 @@ class RecordingJob:
         size = self.settings.batch_size
         for first in range(0, len(order), size):
             chosen = order[first : first + size]
-            clips = [load_region(self.path, *segments[i], self.rate) for i in chosen]
-            for i, values in zip(chosen, self._score_clips(clips)):
-                per_segment[i] = values
+            clips = {}
+            for i in chosen:
+                try:  # NaN samples were zeroed and reported by the stream; here too
+                    clips[i] = load_region(self.path, *segments[i], self.rate, nonfinite="zero")
+                except AudioError as err:  # e.g. the region runs into a read error: the segment is reported
+                    self.problems.append({"start": round(segments[i][0] / self.rate, 3), "problem": err.problem})
+            if clips:
+                for i, values in zip(clips, self._score_clips(list(clips.values()))):
+                    per_segment[i] = values
         rows = []
         for i, (start, end) in enumerate(segments):
+            if i not in per_segment:
+                continue
             rows.append(
                 {
                     "block": block,
@@ -337,7 +359,7 @@ def process_recording(job: RecordingJob, restart: bool = False, progress: bool =
     """Run ``job``; a recording that cannot be read is reported (``failed.json`` in its folder), not raised."""
     try:
         summary = job.run(restart=restart, progress_bar=progress)
-    except (AudioError, OSError) as err:
+    except (AudioError, OSError, ValueError, RuntimeError, ImportError) as err:  # OutputInUse: a RuntimeError
         problem = str(err) if str(job.path) in str(err) else f"{job.path}: {err}"
         print(f"daylong: skipped {problem}", file=sys.stderr)
         job.folder.mkdir(parents=True, exist_ok=True)

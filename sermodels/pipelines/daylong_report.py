@@ -135,7 +135,7 @@ def write_outputs(
     written.append("timeline.png")
     written += write_annotation_files(folder, path, records, duration, settings["annotations"])
     summary = {
-        "recording": str(path),
+        "recording": str(path.resolve()),
         "complete": True,
         **figures,
         "problems": state["problems"],

@@ -91,7 +91,11 @@ def run_daylong(
     ``out/index.html`` list them all. Returns this rank's results (all of them with one process)."""
     settings = settings or DaylongSettings()
     out = Path(out)
-    paths = [Path(p) for p in expand_inputs(recordings)]
+    paths, seen = [], set()
+    for p in expand_inputs(recordings):  # a file reached twice (a folder and a file in it) is processed once
+        if os.path.abspath(p) not in seen:
+            seen.add(os.path.abspath(p))
+            paths.append(Path(p))
     if not paths:
         raise ValueError("no recordings given")
     for path in paths:

@@ -6,7 +6,7 @@ for samples ``[i * hop, (i + 1) * hop)``, as every :class:`~sermodels.pipelines.
 1. a frame is speech when its probability is ``>= threshold``; a run of speech frames is a region from its first
    frame's start to its last frame's end (frame-exact timestamps);
 2. regions separated by a gap shorter than ``merge_gap`` are merged;
-3. a merged region shorter than ``min_duration`` is dropped (NICU-A discards utterances under 600 ms, Nicu et al.
+3. a merged region shorter than ``min_duration`` is dropped (NICU-A discards utterances under 600 ms, the NICU paper
    §3.1);
 4. ``pad`` is added at both ends, clipped to the recording (padding may make neighbouring segments overlap;
    they are not merged again);
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-# Nicu et al. §3.1: "utterances shorter than 600 ms were discarded".
+# the NICU paper §3.1: "utterances shorter than 600 ms were discarded".
 NICU_MIN_DURATION = 0.6
 # Ours: the merge gap (a pause shorter than this is inside an utterance), and a cap that keeps segments at
 # the length of the acted-corpus utterances the models were trained on (EMO-DB/RAVDESS: 1-9 s).

@@ -84,7 +84,13 @@ def run_cli(args) -> int:
         target_info = {"daylong": [str(Path(d).resolve()) for d in args.target_daylong], "segments": len(segments)}
     elif len(args.target) == 1 and "=" in args.target[0]:
         target = _pair(args.target[0])
-        target_info = {"corpus": target[0]}
+        target_info = {"corpus": target[0], "transductive": args.partitions is None}
+        if args.partitions is None:
+            print(
+                f"sermodels wda: adapting to every speaker of {target[0]}, test speakers included (transductive); "
+                "give --partitions train dev to keep its test speakers unseen for evaluation",
+                file=sys.stderr,
+            )
     else:
         target = [str(p) for p in expand_inputs(args.target)]
         target_info = {"files": len(target)}

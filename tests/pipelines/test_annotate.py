@@ -133,3 +133,18 @@ def test_the_loop_fine_tunes_a_model_on_the_imported_labels(selection, daylong_o
     assert main(args + fast) == 0
     tuned = sermodels.load(str(tmp_path / "tuned"))
     assert set(tuned.label_names("nicu")) == {r["label"] for r in _table(table)}
+
+
+def test_recording_names_with_dots_are_matched(daylong_out, tmp_path, monkeypatch_module):
+    """A recording folder named 2021.05.03 gets 2021.05.03.TextGrid; importing it finds that recording."""
+    import shutil
+
+    source = daylong_out[0] / "day"
+    dotted = tmp_path / "run" / "2021.05.03"
+    shutil.copytree(source, dotted, ignore=shutil.ignore_patterns(".work"))
+    rows = annotate.select([tmp_path / "run"], tmp_path / "sel", budget=3, seed=0)
+    grid = read_annotations(tmp_path / "sel" / "2021.05.03.TextGrid")
+    labelled = [Interval(i.start, i.end, "low") for i in grid["label"]]
+    write_textgrid(tmp_path / "2021.05.03.TextGrid", {"label": labelled}, max(i.end for i in labelled) + 1)
+    imported = annotate.import_labels(tmp_path / "sel", tmp_path / "corpus", [tmp_path / "2021.05.03.TextGrid"])
+    assert len(imported) == len(rows) == 3

@@ -173,8 +173,8 @@ def test_resume_after_an_interruption_gives_the_same_table(recording, model, tmp
         return original(self, segments, block)
 
     monkeypatch.setattr(dl.RecordingJob, "_score", failing)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run_daylong(model, [recording[0]], tmp_path, settings=settings, model_id=MODEL, progress=False)
+    [failed] = run_daylong(model, [recording[0]], tmp_path, settings=settings, model_id=MODEL, progress=False)
+    assert not failed.ok and "simulated crash" in failed.error  # reported, the run goes on to other recordings
     progress = json.loads((tmp_path / "rec" / dl.PROGRESS_FILE).read_text())
     assert progress["blocks_done"] == 2 and not progress["complete"]
     monkeypatch.setattr(dl.RecordingJob, "_score", original)
@@ -186,8 +186,8 @@ def test_other_settings_refuse_to_resume(recording, model, tmp_path):
     settings = DaylongSettings(vad="energy", block_seconds=40.0)
     run_daylong(model, [recording[0]], tmp_path, settings=settings, model_id=MODEL, progress=False)
     other = DaylongSettings(vad="energy", block_seconds=40.0, rules=SegmentRules(min_duration=1.0))
-    with pytest.raises(ValueError, match="other settings"):
-        run_daylong(model, [recording[0]], tmp_path, settings=other, model_id=MODEL, progress=False)
+    [refused] = run_daylong(model, [recording[0]], tmp_path, settings=other, model_id=MODEL, progress=False)
+    assert not refused.ok and "other settings" in refused.error and "--restart" in refused.error
     run_daylong(model, [recording[0]], tmp_path, settings=other, model_id=MODEL, restart=True, progress=False)
 
 
@@ -231,3 +231,47 @@ def test_two_processes_share_the_recordings(recording, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     index = _table(tmp_path / "out" / "index.csv")
     assert sorted(r["status"] for r in index) == ["complete", "complete"]
+
+
+def test_interruption_while_writing_outputs_keeps_the_last_segments(
+    recording, model, tmp_path, monkeypatch, finished
+):
+    """Stream finished, outputs not yet written (e.g. parquet without pyarrow): the rerun writes the whole table."""
+    from sermodels.pipelines import daylong_report
+
+    settings = DaylongSettings(vad="energy", block_seconds=40.0, tables=("csv", "json", "parquet"))
+    original = daylong_report.write_outputs
+
+    def failing(*args, **kwargs):
+        raise ImportError("simulated: pyarrow missing")
+
+    monkeypatch.setattr(daylong_report, "write_outputs", failing)
+    [result] = run_daylong(model, [recording[0]], tmp_path, settings=settings, model_id=MODEL, progress=False)
+    assert not result.ok and "pyarrow" in result.error
+    monkeypatch.setattr(daylong_report, "write_outputs", original)
+    run_daylong(model, [recording[0]], tmp_path, settings=settings, model_id=MODEL, progress=False)
+    assert (tmp_path / "rec" / "segments.csv").read_text() == (finished[0] / "rec" / "segments.csv").read_text()
+
+
+def test_other_output_formats_on_a_finished_recording_are_written(recording, model, tmp_path):
+    settings = DaylongSettings(vad="energy", block_seconds=40.0, annotations=())
+    run_daylong(model, [recording[0]], tmp_path, settings=settings, model_id=MODEL, progress=False)
+    assert not (tmp_path / "rec" / "rec.TextGrid").exists()
+    more = DaylongSettings(vad="energy", block_seconds=40.0, annotations=("textgrid",), bin_minutes=1.0)
+    [result] = run_daylong(model, [recording[0]], tmp_path, settings=more, model_id=MODEL, progress=False)
+    assert (tmp_path / "rec" / "rec.TextGrid").is_file()
+    assert len(result.summary["bins"]["speech_min"]) == 3  # three one-minute bins
+
+
+def test_nan_samples_inside_speech_are_zeroed_and_reported(recording, model, tmp_path):
+    audio, rate = sf.read(recording[0], dtype="float32")
+    first = recording[1][0]
+    middle = int((first.start + first.end) / 2 * rate)
+    audio[middle : middle + 400] = np.nan
+    damaged = tmp_path / "nan.wav"
+    sf.write(damaged, audio, rate, subtype="FLOAT")
+    settings = DaylongSettings(vad="energy", block_seconds=40.0, annotations=())
+    [result] = run_daylong(model, [damaged], tmp_path / "out", settings=settings, model_id=MODEL, progress=False)
+    assert result.ok, result.error
+    assert any("NaN" in p["problem"] for p in result.summary["problems"])
+    assert result.summary["segments"] > 10
