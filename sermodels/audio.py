@@ -84,15 +84,7 @@ def load_audio(
     instead of being converted. ``min_duration`` (seconds, measured after resampling) rejects clips too short for
     the model's front-end.
     """
-    info = audio_info(path)
-    if info.channels < 1:
-        raise AudioError(path, "no audio channels")
-    if info.channels > max_channels:
-        raise AudioError(
-            path,
-            f"unsupported channel layout: {info.channels} channels (at most {max_channels} are downmixed; "
-            "select a channel first)",
-        )
+    info = _usable_info(path, max_channels)
     if info.frames == 0:
         raise AudioError(path, "contains no samples")
     _check_riff_size(path)
@@ -110,6 +102,20 @@ def load_audio(
     if duration < min_duration:
         raise AudioError(path, f"too short: {duration:.3f} s, the minimum is {min_duration:.3f} s")
     return torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
+
+
+def _usable_info(path: str | os.PathLike, max_channels: int) -> AudioInfo:
+    """:func:`audio_info`, refusing files without channels or with more than ``max_channels`` of them."""
+    info = audio_info(path)
+    if info.channels < 1:
+        raise AudioError(path, "no audio channels")
+    if info.channels > max_channels:
+        raise AudioError(
+            path,
+            f"unsupported channel layout: {info.channels} channels (at most {max_channels} are downmixed; "
+            "select a channel first)",
+        )
+    return info
 
 
 def _check_file(path: str | os.PathLike) -> None:
@@ -231,15 +237,7 @@ def stream_audio(
     samples that decoded before it, and the last block's ``problem`` says where. A file that cannot be opened at
     all, or has more than ``max_channels`` channels, raises :class:`AudioError` here, before iteration starts.
     """
-    info = audio_info(path)
-    if info.channels < 1:
-        raise AudioError(path, "no audio channels")
-    if info.channels > max_channels:
-        raise AudioError(
-            path,
-            f"unsupported channel layout: {info.channels} channels (at most {max_channels} are downmixed; "
-            "select a channel first)",
-        )
+    info = _usable_info(path, max_channels)
     block = round(block_seconds * sample_rate)
     if block < 1:
         raise ValueError(f"block_seconds={block_seconds} gives empty blocks at {sample_rate} Hz")
@@ -381,9 +379,7 @@ def load_region(
     """
     if nonfinite not in ("raise", "zero"):
         raise ValueError(f"nonfinite must be 'raise' or 'zero', got {nonfinite!r}")
-    info = audio_info(path)
-    if info.channels > max_channels:
-        raise AudioError(path, f"unsupported channel layout: {info.channels} channels (at most {max_channels})")
+    info = _usable_info(path, max_channels)
     if not 0 <= start < end:
         raise ValueError(f"{path}: region {start}..{end} is empty or negative")
     length = end - start

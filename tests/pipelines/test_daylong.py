@@ -233,9 +233,7 @@ def test_two_processes_share_the_recordings(recording, tmp_path):
     assert sorted(r["status"] for r in index) == ["complete", "complete"]
 
 
-def test_interruption_while_writing_outputs_keeps_the_last_segments(
-    recording, model, tmp_path, monkeypatch, finished
-):
+def test_interruption_while_writing_outputs_keeps_the_last_segments(recording, model, tmp_path, monkeypatch, finished):
     """Stream finished, outputs not yet written (e.g. parquet without pyarrow): the rerun writes the whole table."""
     from sermodels.pipelines import daylong_report
 
