@@ -54,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     trainings = {str(c): json.loads((c / "config.json").read_text())["training"] for c in args.candidates}
     chosen_training = {head: trainings[str(folder)] for head, folder in chosen.items()}
     corpora = {c["name"]: c for t in chosen_training.values() for c in t["corpora"]}
+    for corpus in corpora.values():
+        if corpus.get("role") == "target":  # its labelled items chose the epoch of each candidate and the source
+            corpus["labels_used"] = "labelled target items (the dev speakers): epoch and source selection only"
+    order = sorted(corpora.values(), key=lambda c: c.get("role") == "target")  # sources first, then the target
+    split = {
+        c["name"]: "target: train+dev, unlabelled" if c.get("role") == "target" else "fixed train+dev" for c in order
+    }
     training = {
         "regime": "adaptation/wda",
         "paper": "NICU paper (Interspeech 2021), §2.2 and §4.2.3",
@@ -64,8 +71,17 @@ def main(argv: list[str] | None = None) -> int:
             head: {"candidate": str(folder), "dev_uar": scores[head][str(folder)]} for head, folder in chosen.items()
         },
         "candidates_dev_uar": scores,
-        "corpora": list(corpora.values()),
-        "heads": chosen_training,
+        "corpora": order,
+        "split": split,
+        "heads": {
+            head: {
+                "candidate": str(folder),
+                "sources": [c["name"] for c in chosen_training[head]["corpora"] if c.get("role") == "source"],
+                "seed": chosen_training[head]["seed"],
+                "lipschitz": chosen_training[head]["lipschitz"],
+            }
+            for head, folder in chosen.items()
+        },
     }
     write_release(released, args.out, model_id=args.id, description=args.description, training=training,
                   history=[{"candidate": c, **t} for c, t in trainings.items()])  # fmt: skip

@@ -114,7 +114,8 @@ def run_cli(args) -> int:
     used = {"split": "fixed", "partitions": args.partitions}
     corpora = [load_corpus(name, root).info() | used | {"role": "source"} for name, root in sources.items()]
     if target and isinstance(target, tuple):
-        corpora.append(load_corpus(*target).info() | used | {"role": "target", "labels_used": False})
+        labels_used = f"{len(labelled)} labelled items: epoch selection only" if labelled else False
+        corpora.append(load_corpus(*target).info() | used | {"role": "target", "labels_used": labels_used})
     training = {
         "regime": "adaptation/wda",
         "paper": "NICU paper (Interspeech), §2.2 and §4.2.3",
