@@ -253,7 +253,7 @@ def summarise(runs: dict[str, Any]) -> dict[str, Any]:
                 ra, rb = get(rows, task, split, a, source), get(rows, task, split, b, source)
                 if ra is None or rb is None:
                     continue
-                test = mcnemar(ra["true"], ra["pred"], rb["pred"])
+                test = mcnemar(_classes(ra["true"]), _classes(ra["pred"]), _classes(rb["pred"]))
                 cell = summary["mcnemar"].setdefault(task, {}).setdefault(f"{a} vs {b}", {})
                 cell = cell.setdefault(source, {"runs": 0, "a_better_p05": 0, "b_better_p05": 0})
                 cell["runs"] += 1
@@ -266,7 +266,16 @@ def summarise(runs: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_record(y: np.ndarray, pred: np.ndarray, **extra: Any) -> dict[str, Any]:
-    return {"uar": score(y, pred), "true": y.tolist(), "pred": pred.tolist(), **extra}
+    """A run's UAR and its test labels and predictions as strings of class digits ("0110..."), compact in JSON."""
+    return {"uar": score(y, pred), "true": _digits(y), "pred": _digits(pred), **extra}
+
+
+def _digits(classes: np.ndarray) -> str:
+    return "".join(str(int(c)) for c in classes)
+
+
+def _classes(digits: str | list[int]) -> list[int]:
+    return [int(c) for c in digits]
 
 
 def part_ccg(corpora: Corpora, task: str, source: str, split: int) -> dict[str, Any]:

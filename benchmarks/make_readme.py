@@ -747,6 +747,128 @@ def zoo_table(path: Path = RESULTS / "models.json", unseen: Path = RESULTS / "fi
     return "\n".join(lines)
 
 
+DAYLONG_SOURCES = ("emodb", "ravdess", "emovo", "multi3")
+DAYLONG_ROWS = (
+    ("svm_ccg", "cross-corpus linear SVM (the paper's baseline)"),
+    ("nn_ccg", "cross-corpus network (WDA stage 1, not adapted)"),
+    ("wda_us", "WDA, unsupervised"),
+    ("wda_ss", "WDA, semi-supervised (40 labelled pool items choose the epoch)"),
+)
+PAPER_SOURCE = {"emodb": "emodb", "ravdess": "ravdess", "multi3": "all"}
+
+
+def _pm(cell: dict[str, Any] | None) -> str:
+    return "–" if not cell else f"{100 * cell['mean']:.1f} ± {100 * cell['sd']:.1f}"
+
+
+def daylong_table(path: Path = RESULTS / "daylong.json") -> str:
+    """Cross-corpus vs WDA vs active learning on URDU as the unlabelled target (benchmarks/daylong.py)."""
+    if not path.is_file():
+        return "_Not measured yet: run `python benchmarks/daylong.py`._"
+    res = read_json_object(path)
+    uar, paper = res["summary"]["uar"], res["paper"]
+    lines = []
+    for task in ("arousal", "valence"):
+        rows = uar.get(task, {})
+        if not rows:
+            continue
+        counts = sorted({c["n"] for r in rows.values() for c in r.values()})
+        shown = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        lines += [f"**Binary {task}**, UAR % on URDU's test speakers (mean ± sd over {shown} runs per cell: "
+                  "speaker splits × seeds; the SVM is deterministic, one run per split):", ""]  # fmt: skip
+        lines += ["| row | " + " | ".join(DAYLONG_SOURCES) + " | paper (NICU-A; EMO-DB / RAVDESS / all) |"]
+        lines += ["|---|" + "---|" * (len(DAYLONG_SOURCES) + 1)]
+        for row, text in DAYLONG_ROWS:
+            cells = [_pm(rows.get(row, {}).get(src)) for src in DAYLONG_SOURCES]
+            quoted = paper.get(task, {}).get(row)
+            ref = " / ".join(f"{quoted[PAPER_SOURCE[s]]:.1f}" for s in ("emodb", "ravdess", "multi3")) if quoted else ""
+            lines.append(f"| {text} | " + " | ".join(cells) + f" | {ref} |")
+        lines += ["", "| active learning on the pool (oracle labels) | " + " | ".join(
+            f"{b} labels" for b in ("5", "10", "20", "40", "k")) + " |"]  # fmt: skip
+        lines += ["|---|---|---|---|---|---|"]
+        for way, text in (("medoids", "medoids (SVM on the labelled medoids)"),
+                          ("clusters", "cluster labels (medoid label → its cluster)"),
+                          ("random", "random items (baseline)")):  # fmt: skip
+            cells = [_pm(rows.get(f"al_{way}@{b}", {}).get("target")) for b in ("5", "10", "20", "40", "k")]
+            lines.append(f"| {text} | " + " | ".join(cells) + " |")
+        al = paper.get(task, {})
+        if "al_medoids" in al:
+            lines += ["", f"Paper (AL on NICU-A, log-mel / GeMAPS / eGeMAPS): medoid labels "
+                      f"{' / '.join(f'{v:.1f}' for v in al['al_medoids'].values())}, cluster labels "
+                      f"{' / '.join(f'{v:.1f}' for v in al['al_clusters'].values())}."]  # fmt: skip
+        lines += ["", "Claims of the paper, on these means: " + daylong_claims(task, rows) + "."]
+        tests = res["summary"].get("mcnemar", {}).get(task, {})
+        if tests:
+            lines += ["", "McNemar (errors, p < 0.05) per source: runs where the first has significantly fewer "
+                      "errors / the second has / all runs:"]  # fmt: skip
+            for pair, by_source in tests.items():
+                cells = ", ".join(
+                    f"{src} {c['a_better_p05']}/{c['b_better_p05']}/{c['runs']}" for src, c in sorted(by_source.items())
+                )
+                lines.append(f"- {pair}: {cells}")
+        lines.append("")
+    lines.append(
+        "Measured by `python benchmarks/daylong.py` (`benchmarks/results/daylong.json`, which also holds every "
+        "run's predictions). " + res.get("paper_note", "")
+    )
+    return "\n".join(lines)
+
+
+def daylong_claims(task: str, rows: dict[str, Any]) -> str:
+    """Which of the paper's claims hold on the mean UARs of one task (computed, never typed)."""
+
+    def mean(row: str, source: str) -> float | None:
+        cell = rows.get(row, {}).get(source)
+        return None if cell is None else cell["mean"]
+
+    def count(better: str, worse: str, strict: bool = True) -> str:
+        pairs = [(mean(better, s), mean(worse, s)) for s in DAYLONG_SOURCES]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+        won = sum(a > b if strict else a >= b for a, b in pairs)
+        return f"{won} of {len(pairs)} sources"
+
+    budgets = ("5", "10", "20", "40", "k")
+    medoids = [(mean(f"al_medoids@{b}", "target"), mean(f"al_random@{b}", "target")) for b in budgets]
+    medoids_won = sum(a > b for a, b in medoids if a is not None and b is not None)
+    small = max((mean(f"al_medoids@{b}", "target") or 0.0) for b in ("5", "10", "20"))
+    best_wda = max((mean(r, s) or 0.0) for r in ("wda_us", "wda_ss") for s in DAYLONG_SOURCES)
+    best_ccg = max((mean("svm_ccg", s) or 0.0) for s in DAYLONG_SOURCES)
+    return (
+        f"WDA (unsupervised) above the cross-corpus SVM for {count('wda_us', 'svm_ccg')}; semi-supervised ≥ "
+        f"unsupervised for {count('wda_ss', 'wda_us', strict=False)}; medoids above random items at "
+        f"{medoids_won} of {len(budgets)} budgets; the best medoid result with at most 20 labels "
+        f"({100 * small:.1f}) {'above' if small > max(best_wda, best_ccg) else 'not above'} the best WDA "
+        f"({100 * best_wda:.1f}) and cross-corpus SVM ({100 * best_ccg:.1f}) of any source"
+    )
+
+
+def daylong_speed_table(path: Path = RESULTS / "daylong_speed.json") -> str:
+    if not path.is_file():
+        return "_Not measured yet: run `python benchmarks/daylong_speed.py`._"
+    entries = read_json_object(path)["entries"]
+    lines = [
+        "| recording | detector | model | × real time | wall | peak memory | segments | speech found / placed "
+        "| precision / recall (10 ms frames) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in sorted(entries, key=lambda k: (entries[k]["hours"], entries[k]["vad"])):
+        e = entries[key]
+        lines.append(
+            f"| {e['hours']:g} h | {e['vad']} | {e['model']} | {e['x_real_time']:.0f}× | {e['wall_s'] / 60:.1f} min "
+            f"| {e['peak_rss_mb']:.0f} MB | {e['segments']} | {e['speech_found_s'] / 60:.0f} / "
+            f"{e['speech_manifest_s'] / 60:.0f} min | {e.get('vad_precision', float('nan')):.2f} / "
+            f"{e.get('vad_recall', float('nan')):.2f} |"
+        )
+    env = next(iter(entries.values()))["environment"]
+    lines += ["", f"{env['cpu_count']} CPU cores, torch {env['torch']}, {next(iter(entries.values()))['threads']} "
+              "threads, whole command in a fresh process (peak resident memory of that process); synthetic "
+              "recordings of the four corpora's test speakers (`sermodels.data.longform`: gaps 0.3-30 s; silence, "
+              "pink noise or babble of other talkers at 0-20 dB SNR; babble is speech to any detector, so the speech "
+              "found exceeds the speech placed). Measured by "
+              "`python benchmarks/daylong_speed.py` (`benchmarks/results/daylong_speed.json`)."]  # fmt: skip
+    return "\n".join(lines)
+
+
 SECTIONS = {
     "models": models_table,
     "zoo": zoo_table,
@@ -756,6 +878,8 @@ SECTIONS = {
     "baselines": baselines_table,
     "setup": setup_table,
     "cache": cache_table,
+    "daylong": daylong_table,
+    "daylong_speed": daylong_speed_table,
 }
 
 
