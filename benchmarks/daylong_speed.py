@@ -7,7 +7,8 @@ detector: decoding, voice activity, segmentation, scoring of every segment with 
 entry records wall time, × real time (recording seconds / wall seconds), the peak resident memory of the subprocess
 (``ru_maxrss`` of the process itself: Python, torch and the model included), the speech found against the
 manifest's, and the machine. Results merge into ``benchmarks/results/daylong_speed.json`` (atomically) under
-``<hours>h/<vad>``; an entry is rerun only with ``--force``.
+``<hours>h/<vad>/<model>``; an entry is rerun only with ``--force``. Scoring with ``logmel_svm.emodb`` (no
+convolutions) beside the default model separates the pipeline's memory from a CNN's per-input-shape kernel caches.
 
     python benchmarks/daylong_speed.py --hours 1 16 --vad energy silero [--model mobilenetv2_adapters.av]
         [--data ../shared/data] [--corpora emodb ravdess emovo urdu] [--workdir runs/bench/daylong] [--threads 2]
@@ -118,13 +119,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for hours in args.hours:
         audio, speech = build(hours, roots, Path(args.workdir))
         for vad in args.vad:
-            key = f"{hours:g}h/{vad}"
+            key = f"{hours:g}h/{vad}/{args.model}"
             if key in results["entries"] and not args.force:
                 print(f"{key}: kept (use --force to rerun)", file=sys.stderr)
                 continue
             entry = run(audio, vad, args.model, args.threads, Path(args.workdir) / f"out_{vad}")
             entry |= {"hours": hours, "vad": vad, "model": args.model, "speech_manifest_s": round(speech, 1)}
             entry |= {"threads": args.threads, "corpora": args.corpora, "environment": environment()}
+            # Merge into the file as it is now (lanes for other detectors may have written meanwhile).
+            results = json.loads(results_path.read_text()) if results_path.is_file() else {"entries": {}}
             results["entries"][key] = entry
             results["protocol"] = __doc__.split("\n\n")[0]
             atomic_write_text(results_path, json.dumps(results, indent=1) + "\n")

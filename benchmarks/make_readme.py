@@ -851,7 +851,7 @@ def daylong_speed_table(path: Path = RESULTS / "daylong_speed.json") -> str:
         "| precision / recall (10 ms frames) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for key in sorted(entries, key=lambda k: (entries[k]["hours"], entries[k]["vad"])):
+    for key in sorted(entries, key=lambda k: (entries[k]["model"], entries[k]["hours"], entries[k]["vad"])):
         e = entries[key]
         lines.append(
             f"| {e['hours']:g} h | {e['vad']} | {e['model']} | {e['x_real_time']:.0f}× | {e['wall_s'] / 60:.1f} min "
@@ -859,6 +859,19 @@ def daylong_speed_table(path: Path = RESULTS / "daylong_speed.json") -> str:
             f"{e['speech_manifest_s'] / 60:.0f} min | {e.get('vad_precision', float('nan')):.2f} / "
             f"{e.get('vad_recall', float('nan')):.2f} |"
         )
+    growth = []
+    for vad, model in sorted({(e["vad"], e["model"]) for e in entries.values()}):
+        mine = sorted((e for e in entries.values() if (e["vad"], e["model"]) == (vad, model)), key=lambda e: e["hours"])
+        if len(mine) > 1:
+            growth.append(
+                f"{model} + {vad}: {mine[-1]['peak_rss_mb'] - mine[0]['peak_rss_mb']:+.0f} MB from "
+                f"{mine[0]['hours']:g} h to {mine[-1]['hours']:g} h"
+            )
+    if growth:
+        lines += ["", "Peak memory against the recording's length: " + "; ".join(growth) + " (a 16 h waveform is "
+                  "3.7 GB as float32). The same pipeline with the SVM grows least, so the audio is not held; the extra "
+                  "growth with the CNN and with silero is in those models' runtime (per-input-shape kernel caches "
+                  "are the likely cause; not verified)."]  # fmt: skip
     env = next(iter(entries.values()))["environment"]
     lines += ["", f"{env['cpu_count']} CPU cores, torch {env['torch']}, {next(iter(entries.values()))['threads']} "
               "threads, whole command in a fresh process (peak resident memory of that process); synthetic "
