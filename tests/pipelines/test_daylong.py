@@ -275,26 +275,20 @@ def test_nan_samples_inside_speech_are_zeroed_and_reported(recording, model, tmp
     assert result.summary["segments"] > 10
 
 
-LAUNCHER = (
-    "import resource, sys\n"
-    "from sermodels.cli import main\n"
-    "code = main(sys.argv[1:])\n"
-    "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
-    "sys.exit(code)\n"
-)
-
-
 @pytest.mark.slow
 def test_memory_does_not_grow_with_the_recording(tmp_path):
     """Peak resident memory of the whole command (one-minute blocks) on a 40-minute recording stays within 80 MB of
     a 10-minute one: holding the waveform would add 115 MB (float32). Measured: +40 MB (allocator slack that stops
     growing: 80 minutes took +7 MB more)."""
+    from bench_scripts import load_script
+
+    launcher = load_script("daylong_speed").LAUNCHER  # the benchmark's own measurement of a fresh process
     items = test_speaker_items({"emodb": corpus_root_path("emodb")})
     peaks = {}
     for minutes in (10, 40):
         audio = tmp_path / f"rec{minutes}.flac"
         build_longform(items, audio, LongformConfig(duration=minutes * 60.0, backgrounds=("silence", "pink"), seed=1))
-        command = [sys.executable, "-c", LAUNCHER, "daylong", str(audio), "--out", str(tmp_path / "out")]
+        command = [sys.executable, "-c", launcher, "daylong", str(audio), "--out", str(tmp_path / "out")]
         command += ["--vad", "energy", "--model", "logmel_svm.emodb", "--no-progress", "--annotations", "none"]
         done = subprocess.run(
             command, capture_output=True, text=True, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1")
