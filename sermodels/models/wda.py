@@ -20,6 +20,14 @@ Provenance
   and ``valence``), each with its own ``F`` and ``C``, trained separately, so one release answers both.
 
 Departures and choices the paper leaves open
+- The critic's Lipschitz constraint (stage 2, :mod:`sermodels.tasks.wda`): the paper leaves it to its references.
+  We clip every critic weight to ±0.01 with 5 critic steps per extractor step by default, because §4.2.3 says the
+  adaptation follows the WGAN framework (its ref. [19]) and uses WGAN's optimiser and learning rate (RMSProp,
+  5e-5), which belong to weight clipping; WDGRL's gradient penalty (λ = 10, ref. [18]'s Algorithm 1) is the option
+  ``lipschitz="gp"``. With clipping at the paper's rates the adaptation needs a whole unsupervised run (70-100
+  epochs on EMO-DB -> URDU) to bring the features closer; the penalty gets there sooner.
+- Stage 2 keeps ``C_L`` fixed and its batch-norm layers of ``F_T`` in training mode on separate source and target
+  batches, so their running statistics mix both domains (see :mod:`sermodels.tasks.wda`).
 - LReLU slope: not given; we use 0.01 (:data:`LRELU_SLOPE`), the slope of the LReLU paper the NICU paper cites
   ([34], Maas et al., 2013) and torch's default.
 - Order inside a layer: FC -> BN -> LReLU -> dropout (the paper lists BN after every FC layer, then nonlinearity and
