@@ -26,7 +26,7 @@ Departures and choices the paper leaves open
   5e-5), which belong to weight clipping; WDGRL's gradient penalty (λ = 10, ref. [18]'s Algorithm 1) is the option
   ``lipschitz="gp"``. With clipping at the paper's rates the adaptation needs a whole unsupervised run (70-100
   epochs on EMO-DB -> URDU) to bring the features closer; the penalty gets there sooner.
-- Stage 2 keeps ``C_L`` fixed and its batch-norm layers of ``F_T`` in training mode on separate source and target
+- Stage 2 keeps ``C_L`` fixed; the batch-norm layers of ``F_T`` run in training mode on separate source and target
   batches, so their running statistics mix both domains (see :mod:`sermodels.tasks.wda`).
 - LReLU slope: not given; we use 0.01 (:data:`LRELU_SLOPE`), the slope of the LReLU paper the NICU paper cites
   ([34], Maas et al., 2013) and torch's default.
