@@ -120,7 +120,7 @@ def test_vad_precision_and_recall_against_the_manifest(finished, recording):
     found = _frames([(float(r["start"]), float(r["end"])) for r in rows], total)
     precision = (truth & found).sum() / found.sum()
     recall = (truth & found).sum() / truth.sum()
-    # Measured 0.99 / 0.85 (the clips' own leading and trailing silences count as speech in the manifest).
+    # Measured 0.97 / 0.98 (the clips' own leading and trailing silences count as speech in the manifest).
     assert precision >= 0.9, precision
     assert recall >= 0.75, recall
 
@@ -157,7 +157,8 @@ def test_segment_arousal_beats_chance_after_matching_by_overlap(finished, record
     assert len(truth) >= 0.8 * len(rows)
     classes = ["low", "high"]
     score = uar([classes.index(t) for t in truth], [classes.index(p) for p in predicted], num_classes=2)
-    # EMO-DB test speakers were in the model's training corpora' test split (never trained on): measured 0.83.
+    # EMO-DB's test speakers (never trained on; the model's arousal UAR on that split is 98.1): measured 1.00 on
+    # the 34 of 35 segments matched.
     assert score >= 0.65, score
 
 
