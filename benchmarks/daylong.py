@@ -35,12 +35,10 @@ Results merge into ``benchmarks/results/daylong.json`` run by run (atomically), 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +48,9 @@ from sklearn.model_selection import GroupShuffleSplit, StratifiedKFold
 from sklearn.svm import LinearSVC
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import environment  # noqa: E402  (benchmarks/models.py)
+from models import environment, locked_results  # noqa: E402  (benchmarks/models.py)
 
 from sermodels import labels as label_maps  # noqa: E402
-from sermodels._io import atomic_write_text  # noqa: E402
 from sermodels.active import random_selection, select_medoids  # noqa: E402
 from sermodels.classical.svm import LINEAR_C_GRID, select_by_group_cv  # noqa: E402
 from sermodels.data import load_corpus  # noqa: E402
@@ -195,29 +192,16 @@ def score(y: np.ndarray, pred: np.ndarray) -> float:
 # ------------------------------------------------------------------------------------------------ results file
 
 
-@contextmanager
-def results_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".json.lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def load_results(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {"runs": {}}
 
 
 def merge_runs(path: Path, runs: dict[str, Any]) -> None:
-    with results_lock(path):
-        results = load_results(path)
-        results["runs"].update(runs)
+    with locked_results(path) as results:
+        results.setdefault("runs", {}).update(runs)
         results |= {"protocol": __doc__.split("\n\n")[1], "paper": PAPER, "paper_note": PAPER_NOTE}
         results["environment"] = environment()
         results["summary"] = summarise(results["runs"])
-        atomic_write_text(path, json.dumps(results, indent=1) + "\n")
 
 
 def summarise(runs: dict[str, Any]) -> dict[str, Any]:

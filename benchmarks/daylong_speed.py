@@ -30,9 +30,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import environment  # noqa: E402  (benchmarks/models.py)
+from models import environment, locked_results  # noqa: E402  (benchmarks/models.py)
 
-from sermodels._io import atomic_write_text  # noqa: E402
 from sermodels.data.longform import LongformConfig, build_longform, read_manifest, test_speaker_items  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,11 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             entry = run(audio, vad, args.model, args.threads, Path(args.workdir) / f"out_{vad}")
             entry |= {"hours": hours, "vad": vad, "model": args.model, "speech_manifest_s": round(speech, 1)}
             entry |= {"threads": args.threads, "corpora": args.corpora, "environment": environment()}
-            # Merge into the file as it is now (lanes for other detectors may have written meanwhile).
-            results = json.loads(results_path.read_text()) if results_path.is_file() else {"entries": {}}
-            results["entries"][key] = entry
-            results["protocol"] = __doc__.split("\n\n")[0]
-            atomic_write_text(results_path, json.dumps(results, indent=1) + "\n")
+            with locked_results(results_path) as results:  # lanes for other detectors may have written meanwhile
+                results.setdefault("entries", {})[key] = entry
+                results["protocol"] = __doc__.split("\n\n")[0]
             print(f"{key}: {entry['x_real_time']}x real time, peak {entry['peak_rss_mb']} MB", file=sys.stderr)
     return 0
 

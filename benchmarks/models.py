@@ -38,7 +38,8 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,10 +240,7 @@ class Bench:
     def save(self) -> None:
         """Merge this process's entries into the results file as it is on disk now (several benchmark processes may
         run side by side, e.g. one per core), under a lock, and write it atomically."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            disk = read_json_object(self.path) if self.path.is_file() else {}
+        with locked_results(self.path, sort_keys=True) as disk:
             for section, names in self.mine.items():
                 merged = dict(disk.get(section, {}))
                 merged.update({name: self.results[section][name] for name in names})
@@ -250,8 +248,8 @@ class Bench:
             self.results["environment"] = self.environment
             self.results["protocol"] = protocol_notes()
             compare(self.results)
-            text = json.dumps(self.results, indent=1, sort_keys=True, default=_jsonable) + "\n"
-            atomic_write_text(self.path, text)
+            disk.clear()
+            disk.update(self.results)
 
     # ---- variants ----------------------------------------------------------------------------------------------
     def settings(self, variant: Variant) -> dict[str, Any]:
@@ -423,6 +421,19 @@ class Bench:
         self.put("baselines", corpus, entry)
         self.save()
         return entry
+
+
+@contextmanager
+def locked_results(path: Path, **dump: Any) -> Iterator[dict[str, Any]]:
+    """A results file as it is on disk now (``{}`` if none), under an exclusive ``flock`` on ``<path>.lock``; what the
+    block leaves in the dict is written back atomically. Benchmark processes running side by side (one per core)
+    merge their entries this way instead of overwriting each other's."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = read_json_object(path) if path.is_file() else {}
+        yield results
+        atomic_write_text(path, json.dumps(results, indent=1, default=_jsonable, **dump) + "\n")
 
 
 def cli(command: str) -> list[str]:

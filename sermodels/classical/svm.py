@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
 from sermodels._version import __version__
-from sermodels.audio import load_audio
+from sermodels.data.features import extract_functionals
 from sermodels.features import LogMelFunctionals
 from sermodels.metrics import uar, war
 from sermodels.models.svm import MIN_DURATION_S
@@ -175,11 +174,12 @@ def extract_features(
     batch_size: int = 16,
     cache_dir: str | os.PathLike | None = None,
 ) -> np.ndarray:
-    """Utterance functionals ``(N, D)`` for ``paths``, optionally cached as one ``.npy`` per file list.
+    """Utterance functionals ``(N, D)`` float32 for ``paths``, optionally cached as one ``.npy`` per file list.
 
     ``frontend`` overrides :class:`LogMelFunctionals` arguments (a checkpoint's ``model_args["frontend"]``). The cache
     key covers the files (path, size, mtime), the extractor's full configuration and the library versions, so a
-    changed setting or extractor never reuses stale features.
+    changed setting or extractor never reuses stale features. Log-mel functionals are computed by
+    :func:`sermodels.data.features.extract_functionals`, the batched extraction WDA uses too.
     """
     if feature_set not in FEATURE_SETS:
         raise ValueError(f"unknown feature set {feature_set!r}; choose from {FEATURE_SETS}")
@@ -195,25 +195,12 @@ def extract_features(
     if cache is not None and cache.is_file():
         return np.load(cache, allow_pickle=False)
     if feature_set == "logmel600":
-        feats = _logmel_features(extractor, paths, batch_size)
+        feats = extract_functionals(paths, extractor, batch_size=batch_size, min_duration=MIN_DURATION_S).numpy()
     else:
-        feats = extractor.extract_files(paths)
-    feats = np.asarray(feats, dtype=np.float32)
+        feats = np.asarray(extractor.extract_files(paths), dtype=np.float32)
     if cache is not None:
         store_features(cache, feats)
     return feats
-
-
-@torch.inference_mode()
-def _logmel_features(extractor: LogMelFunctionals, paths: Sequence, batch_size: int) -> np.ndarray:
-    rate = extractor.config()["sample_rate"]
-    out = []
-    for start in range(0, len(paths), batch_size):
-        waves = [load_audio(p, rate, min_duration=MIN_DURATION_S) for p in paths[start : start + batch_size]]
-        lengths = torch.tensor([len(w) for w in waves])
-        batch = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
-        out.append(extractor(batch, lengths).numpy())
-    return np.concatenate(out)
 
 
 def feature_cache_path(paths: Sequence, settings: list, cache_dir) -> Path | None:

@@ -127,9 +127,7 @@ def segment_features(segments: Sequence[Segment], frontend: LogMelFunctionals | 
         chosen = order[first : first + FEATURE_BATCH]
         clips = [_clip(segments[i], frontend.config()["sample_rate"]) for i in chosen]
         lengths = torch.tensor([len(c) for c in clips])
-        batch = torch.zeros(len(clips), int(lengths.max()))
-        for row, clip in zip(batch, clips):
-            row[: len(clip)] = clip
+        batch = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)
         out[chosen] = frontend(batch, lengths).float().numpy()
     return out
 

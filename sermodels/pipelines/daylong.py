@@ -318,9 +318,7 @@ class RecordingJob:
     @torch.inference_mode()
     def _score_clips(self, clips: list[torch.Tensor]) -> list[dict[str, Any]]:
         lengths = torch.tensor([len(c) for c in clips])
-        batch = torch.zeros(len(clips), int(lengths.max()))
-        for row, clip in zip(batch, clips):
-            row[: len(clip)] = clip
+        batch = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)
         batch, lengths = batch.to(self.device), lengths.to(self.device)
         per_head, columns = [], [{} for _ in clips]
         for reading in self.readings:
