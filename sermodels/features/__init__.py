@@ -6,6 +6,7 @@ non-commercial ``smile`` extra only when an ``OpenSmileFunctionals`` is created)
 from .deepspectrum import DeepSpectrum
 from .egemaps import OpenSmileFunctionals
 from .functionals import LogMelFunctionals
+from .mfcc import MFCC, create_dct
 from .normalize import Standardizer, apply_per_corpus, fit_per_corpus
 from .spectrogram import (
     WINDOWS,
@@ -24,6 +25,7 @@ __all__ = [
     "AmplitudeToDB",
     "DeepSpectrum",
     "LogMelFunctionals",
+    "MFCC",
     "MelSpectrogram",
     "OpenSmileFunctionals",
     "Spectrogram",
@@ -32,6 +34,7 @@ __all__ = [
     "amplitude_to_db",
     "apply_per_corpus",
     "compute_deltas",
+    "create_dct",
     "fit_per_corpus",
     "melscale_fbanks",
     "num_frames",
