@@ -76,6 +76,9 @@ SMALL_BUILDS: dict[str, SmallBuild] = {
             "frontend": {"n_mels": 32},
         }
     ),
+    # a 50 ms long kernel and 1 s sequences keep the FFT convolution small; the layers are the paper's
+    "conv_blstm": SmallBuild(lambda: {"long_kernel_ms": 50.0, "sequence_seconds": 1.0, "lstm_cells": 16}),
+    "blstm_enhancer": SmallBuild(lambda: {}),
     "toy_frame": SmallBuild(lambda: {}),
     "toy_utterance": SmallBuild(lambda: {}),
 }

@@ -56,14 +56,17 @@ def evaluate_items(
     device: str | torch.device = "cpu",
     progress: bool = False,
     max_chunk_seconds: float | None = None,
+    postprocess: bool = True,
 ) -> dict[str, Any]:
     """Predict every item with ``head`` and return the JSON-able evaluation report for the head's output kind.
 
     ``label_map`` (a function or a dict) maps each item's ``label``: for a categories head onto the head's class
     names (e.g. emotion -> arousal level); for a dimensions head onto ``{dimension: value}`` (e.g.
     :func:`sermodels.labels.av_values`). An item mapped to ``None`` is left out and counted under ``"excluded"``.
-    Targets that are missing or unknown raise a ``ValueError`` that lists them, before any audio is decoded. Files
-    that cannot be decoded are listed under ``"failures"`` and do not count in ``n`` or the metrics.
+    ``postprocess=False`` scores a frame-level head's raw frames, without the model's stored post-processing
+    (:meth:`~sermodels.models.base.SERModel.finish_frames`). Targets that are missing or unknown raise a
+    ``ValueError`` that lists them, before any audio is decoded. Files that cannot be decoded are listed under
+    ``"failures"`` and do not count in ``n`` or the metrics.
 
     Categories report keys: ``model`` (id, arch, config), ``head``, ``labels``, ``corpus``, ``split``, ``n``,
     ``n_items``, ``uar``, ``war``, ``macro_f1``, ``per_class``, ``confusion_matrix`` (``labels`` and ``counts``, rows
@@ -83,6 +86,7 @@ def evaluate_items(
         "device": device,
         "progress": progress,
         "max_chunk_seconds": max_chunk_seconds,
+        "postprocess": postprocess,
     }
     where = {"corpus": corpus, "split": split, "model": model_info(model, model_id)}
     if spec.kind == "dimensions":

@@ -85,6 +85,8 @@ def dimensions_report(model, head, spec: OutputSpec, items, label_map, run, wher
         "targets": source,
         "level": "frame" if frame else "utterance",
         "pooled": "mean over frames" if spec.level == "frame" and not frame else None,
+        # a stored post-processing chain (conv_blstm, D4.2 §5.3) applied to the frames scored here, else None
+        "postprocessing": _chain_applied(model, head, spec, run),
         "corpus": where["corpus"],
         "split": where["split"],
         "n": len(predictions),
@@ -156,6 +158,11 @@ def _mapped_values(
         listed = ", ".join(f"{label!r} ({count_items(count)})" for label, count in sorted(unknown.items()))
         raise ValueError(f"label_map does not place these labels on the dimensions {names}: {listed}")
     return kept, vectors, excluded
+
+
+def _chain_applied(model, head: str, spec: OutputSpec, run: dict[str, Any]) -> dict[str, Any] | None:
+    chain = getattr(model, "postprocessing", {}).get(head) if spec.level == "frame" else None
+    return chain.to_json() if chain is not None and run.get("postprocess", True) else None
 
 
 def _check_traces(items: list[LabelledItem], spec: OutputSpec) -> None:

@@ -88,6 +88,12 @@ class SERModel(nn.Module):
         """Valid output frames per clip of a frame-level head, for clips of ``lengths`` samples."""
         return self.output_spec(head).frames_for(lengths, self.sample_rate)
 
+    def finish_frames(self, frames: torch.Tensor, head: str | None = None) -> torch.Tensor:
+        """A whole file's frame-level output ``(frames, size)`` once its chunks are joined, as ``predict`` and
+        ``evaluate`` report it: a model that stores a post-processing chain fitted on dev traces applies it here
+        (conv_blstm, D4.2 §5.3). Default: the frames as they are."""
+        return frames
+
     def scores(self, logits: torch.Tensor, head: str | None = None) -> torch.Tensor:
         """What ``predict`` writes: probabilities (or raw decision values) for categories, values otherwise."""
         spec = self.output_spec(head)

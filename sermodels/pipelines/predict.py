@@ -158,6 +158,7 @@ def run_predictions(
     out: str | os.PathLike | None = None,
     save_every_seconds: float = 60.0,
     timeline_seconds: float | None = None,
+    postprocess: bool = True,
 ) -> PredictionResult:
     """Predict exactly these files (folders are not expanded; :func:`predict_files` expands them).
 
@@ -169,7 +170,9 @@ def run_predictions(
     without chunking. ``None`` takes the model's ``default_chunk_seconds`` (windowed inference with bounded memory
     for neural models; ``None`` = whole files for the SVM baselines), ``0`` forces whole files.
     ``timeline_seconds``: average a frame-level head's frames over windows of this length. ``out`` (``.csv``,
-    ``.json`` or ``.parquet``): snapshots, see the module docstring.
+    ``.json`` or ``.parquet``): snapshots, see the module docstring. ``postprocess``: pass a frame-level head's
+    whole-file frames through :meth:`~sermodels.models.base.SERModel.finish_frames` (a stored post-processing chain,
+    e.g. conv_blstm's; False gives the network's raw frames).
     """
     head = model.resolve_head(head)
     spec = model.output_spec(head)
@@ -199,7 +202,9 @@ def run_predictions(
         with steps(engine, paths, desc="predict", progress=progress) as run:
             for step in run:
                 for done in step.finished:
-                    outcomes[done.index] = _outcome(model, head, spec, paths[done.index], done, timeline_seconds)
+                    outcomes[done.index] = _outcome(
+                        model, head, spec, paths[done.index], done, timeline_seconds, postprocess
+                    )
                 if out is not None and time.monotonic() - last_save >= save_every_seconds:
                     write_predictions(collect(complete=False), out)
                     last_save = time.monotonic()
@@ -316,7 +321,13 @@ class _FileOutcome:
 
 
 def _outcome(
-    model: SERModel, head: str, spec: OutputSpec, path: Path, done: Finished, timeline_seconds: float | None
+    model: SERModel,
+    head: str,
+    spec: OutputSpec,
+    path: Path,
+    done: Finished,
+    timeline_seconds: float | None,
+    postprocess: bool = True,
 ) -> _FileOutcome | str:
     """A finished file's rows, computed once (snapshots reuse them), or its failure."""
     if not done.ok:
@@ -324,6 +335,8 @@ def _outcome(
     output: torch.Tensor = done.result
     if spec.level == "utterance":
         return _FileOutcome(output, {"path": str(path), **_values(model, head, spec, output[None])[0]}, [])
+    if postprocess:
+        output = model.finish_frames(output, head)
     duration = round(done.samples / model.sample_rate, TIME_DECIMALS)
     whole = {"path": str(path), "start": 0.0, "end": duration, **_values(model, head, spec, output.mean(0)[None])[0]}
     return _FileOutcome(output, whole, _timeline(model, head, spec, str(path), output, duration, timeline_seconds))
