@@ -102,7 +102,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="evaluate a model on a corpus partition and write a JSON report")
     _model_args(p)
-    p.add_argument("--corpus", required=True, help="corpus name (see `sermodels corpora`)")
+    p.add_argument(
+        "--corpus", required=True, help="corpus name (see `sermodels corpora`); folder:NAME names a generic one"
+    )
     p.add_argument("--root", required=True, help="the corpus folder")
     p.add_argument(
         "--split",
@@ -277,7 +279,11 @@ def _evaluate(args) -> int:
     from sermodels.data import load_corpus
     from sermodels.evaluation import evaluate_items, headline, loso_report, save_report
 
-    corpus = load_corpus(args.corpus, args.root)
+    if args.corpus.startswith("folder:"):  # a generic corpus under its own name (several in one metrics.json)
+        args.corpus = args.corpus.split(":", 1)[1]
+        corpus = load_corpus("folder", args.root, name=args.corpus)
+    else:
+        corpus = load_corpus(args.corpus, args.root)
     model_name = Path(args.model).name if Path(args.model).is_dir() else args.model
     scored_head, heads = args.head, 1
     if args.split not in ("train", "dev", "test"):

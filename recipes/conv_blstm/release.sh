@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The released end-to-end conv-BLSTM (MixedEmotions D4.2 §5) for time-continuous arousal/valence:
+#   recipes/conv_blstm/release.sh [checkpoints/conv_blstm.sessions] [--reuse-run]
+# 1. `sermodels train` fits recipes/conv_blstm/sessions_ccc.yaml (CCC loss, pseudo-sessions of the four corpora) into
+#    runs/conv_blstm.sessions (about 45 min on 2 CPU cores; --reuse-run keeps a finished run).
+# 2. The post-processing chain (§5.3: median filter, centring, scaling, time shift) is fitted on the dev sessions and
+#    stored in the release's config.json (python -m sermodels.training.continuous).
+# 3. `sermodels evaluate` scores the test sessions of each corpus (metrics.json, with the chain); then the card.
+set -euo pipefail
+out=${1:-checkpoints/conv_blstm.sessions}
+reuse=${2:-}
+bin=${SERMODELS_BIN:-.venv/bin/sermodels}
+python=${SERMODELS_PYTHON:-.venv/bin/python}
+data=${SERMODELS_DATA:-../shared/data}
+run=runs/conv_blstm.sessions
+if [ "$reuse" != "--reuse-run" ] || [ ! -f "$run/config.json" ]; then
+  $bin train --config recipes/conv_blstm/sessions_ccc.yaml --output "$run"
+fi
+$python -m sermodels.training.continuous "$run" --out "$out"
+reports="runs/$(basename "$out")"
+rm -f "$out/metrics.json"
+for pair in emodb:EMODB ravdess:RAVDESS emovo:EMOVO urdu:URDU; do
+  corpus=${pair%%:*}
+  table=$($python -c 'import sys
+from sermodels.data import load_corpus
+from sermodels.data.sessions import SessionConfig, build_sessions, default_cache
+print(build_sessions(load_corpus(sys.argv[1], sys.argv[2]), default_cache(), SessionConfig()))' "$corpus" "$data/${pair##*:}")
+  $bin evaluate --model "$out" --corpus "folder:${corpus}_sessions" --root "$table" --split test --no-progress \
+    --out "$reports/${corpus}_sessions-test.json" --metrics "$out/metrics.json"
+done
+$bin card "$out"
