@@ -422,10 +422,10 @@ class SessionDataModule(SERDataModule):
         self.session_cache = Path(cache_dir).expanduser() if cache_dir else default_cache()
         base = SERDataModule(self.source_corpora, roots)  # resolves the source folders as every data module does
         self.source_roots = dict(base.roots)
-        tables = {name: str(self._table(name)) for name in self.source_corpora}
         super().__init__(
             [f"folder:{name}_sessions" for name in self.source_corpora],
-            roots={f"folder:{name}_sessions": tables[name] for name in self.source_corpora},
+            # the tables are built (or found in the cache) by setup(), not when a recipe is parsed
+            roots={f"folder:{name}_sessions": "" for name in self.source_corpora},
             label_space="trace",
             frame_rate=TRACE_RATE,
             batch_size=batch_size,
@@ -434,6 +434,12 @@ class SessionDataModule(SERDataModule):
             multi_corpus=multi_corpus,
             seed=seed,
         )
+
+    def setup(self, stage: str | None = None) -> None:
+        for name in self.source_corpora:
+            if not self.roots[f"{name}_sessions"]:
+                self.roots[f"{name}_sessions"] = str(self._table(name))
+        super().setup(stage)
 
     def _load(self, entry: str, name: str) -> Corpus:
         """A session table as a corpus that carries its source corpus's licence (for the model card)."""
