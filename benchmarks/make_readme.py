@@ -882,6 +882,113 @@ def daylong_speed_table(path: Path = RESULTS / "daylong_speed.json") -> str:
     return "\n".join(lines)
 
 
+CONTINUOUS_ROWS = (
+    ("end_to_end", "ccc", "conv-BLSTM, raw audio (§5.2)", "1 − CCC"),
+    ("end_to_end", "mse", "conv-BLSTM, raw audio (§5.2)", "MSE"),
+    ("handcrafted", "logmel_svr", "log-mel LLD functionals (3 s) + linear SVR", "L2 (C on dev)"),
+    ("handcrafted", "logmel_blstm_ccc", "log-mel LLD functionals (3 s) + BLSTM 3 × 64", "1 − CCC"),
+    ("handcrafted", "logmel_blstm_mse", "log-mel LLD functionals (3 s) + BLSTM 3 × 64", "MSE"),
+    ("handcrafted", "egemaps_svr", "eGeMAPS LLD functionals (3 s) + linear SVR", "L2 (C on dev)"),
+)
+
+
+def _ccc_pair(row: dict[str, Any], dim: str) -> str:
+    raw, post = row["test_raw"]["ccc"][dim], row["test_postprocessed"]["ccc"][dim]
+    return f"{raw:.3f} → {post:.3f}"
+
+
+def continuous_table(path: Path = RESULTS / "continuous.json") -> str:
+    """Time-continuous arousal/valence on the pseudo-session task (benchmarks/continuous.py)."""
+    if not path.is_file():
+        return "_Not measured yet: run `python benchmarks/continuous.py`._"
+    res = read_json_object(path)
+    lines = ["Test sessions of the four corpora, CCC of all frames concatenated (raw → after the post-processing chain "
+             "fitted on dev):", "",
+             "| system | training loss | arousal | valence | steps kept (arousal; valence) |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for part, key, text, loss in CONTINUOUS_ROWS:
+        row = res.get(part, {}).get(key)
+        if row is None:
+            continue
+        kept = "; ".join(_kept_steps(row["chain"][dim]) for dim in ("arousal", "valence"))
+        lines.append(f"| {text} | {loss} | {_ccc_pair(row, 'arousal')} | {_ccc_pair(row, 'valence')} | {kept} |")
+    claims = continuous_claims(res)
+    if claims:
+        lines += ["", "On these numbers: " + "; ".join(claims) + "."]
+    lag = res.get("lag", {}).get("logmel_svr")
+    if lag:
+        shifts = {dim: lag["chain"][dim].get("shift_seconds") for dim in ("arousal", "valence")}
+        lines += ["", f"Gold traces delayed by {res['lag']['lag_seconds']:g} s (a rater's reaction time), log-mel SVR: "
+                  f"arousal {_ccc_pair(lag, 'arousal')}, valence {_ccc_pair(lag, 'valence')}; the fitted time shift "
+                  + ", ".join(_shift_text(d, v) for d, v in shifts.items()) + "."]  # fmt: skip
+    speed = res.get("speed", {})
+    if "model_x_realtime_1_threads" in speed:
+        hour, ten = speed.get("predict_60min", {}), speed.get("predict_10min", {})
+        lines += ["", f"conv-BLSTM speed on this machine's CPU: {speed['model_x_realtime_1_threads']:g}× real time "
+                  f"on 1 thread, {speed['model_x_realtime_2_threads']:g}× on 2 (batches of 6 s sequences). "
+                  f"`sermodels predict` on a one-hour recording: {hour.get('x_realtime', 0):g}× real time, peak "
+                  f"memory {hour.get('peak_rss_mb', 0):.0f} MB ({ten.get('peak_rss_mb', 0):.0f} MB for ten minutes)"
+                  ". No GPU was available for these rows."]  # fmt: skip
+    task = res.get("task", {})
+    lines += ["", f"Measured by `python benchmarks/continuous.py` (`benchmarks/results/continuous.json`); sessions "
+              f"per partition {task.get('sessions')}. The paper's numbers (RECOLA, real ratings; not like for like) "
+              "are in its `paper` entry."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _shift_text(dim: str, seconds: float | None) -> str:
+    return f"{dim} {'none' if seconds is None else f'{seconds:g} s'}"
+
+
+def _kept_steps(steps: dict[str, Any]) -> str:
+    kept = []
+    if steps.get("median_seconds") is not None:
+        kept.append(f"median {steps['median_seconds']:g} s")
+    if steps.get("bias") is not None:
+        kept.append("centre")
+    if steps.get("scale") is not None:
+        kept.append(f"scale ×{steps['scale']:.2f}")
+    if steps.get("shift_seconds") is not None:
+        kept.append(f"shift {steps['shift_seconds']:g} s")
+    return ", ".join(kept) or "none"
+
+
+def continuous_claims(res: dict[str, Any]) -> list[str]:
+    """The paper's claims (§4.5.3, §5.3) checked on the raw test CCCs (computed, never typed)."""
+    e2e, hand = res.get("end_to_end", {}), res.get("handcrafted", {})
+    claims = []
+    for dim in ("arousal", "valence"):
+        if "ccc" in e2e and "mse" in e2e:
+            a, b = e2e["ccc"]["test_raw"]["ccc"][dim], e2e["mse"]["test_raw"]["ccc"][dim]
+            claims.append(f"{dim}: CCC training {'beats' if a > b else 'does not beat'} MSE training "
+                          f"for the conv-BLSTM ({a:.3f} vs {b:.3f})")  # fmt: skip
+        best_hand = (
+            max((row["test_raw"]["ccc"][dim], key) for key, row in hand.items() if "test_raw" in row) if hand else None
+        )
+        if "ccc" in e2e and best_hand:
+            a = e2e["ccc"]["test_raw"]["ccc"][dim]
+            claims.append(f"the end-to-end model {'beats' if a > best_hand[0] else 'does not beat'} the best "
+                          f"hand-crafted system ({best_hand[1]}, {best_hand[0]:.3f})")  # fmt: skip
+    rows = [row for part in (e2e, hand) for row in part.values() if isinstance(row, dict) and "test_raw" in row]
+    helped = sum(
+        row["test_postprocessed"]["ccc"][d] > row["test_raw"]["ccc"][d] for row in rows for d in ("arousal", "valence")
+    )
+    if rows:
+        claims.append(f"post-processing fitted on dev raised test CCC in {helped} of {2 * len(rows)} cases")
+    return claims
+
+
+def continuous_enhancement_table(path: Path = RESULTS / "continuous.json") -> str:
+    """Feature enhancement rows (benchmarks/continuous_enhancement.py)."""
+    res = read_json_object(path) if path.is_file() else {}
+    if "enhancement" not in res:
+        return "_Not measured yet: run `python benchmarks/continuous_enhancement.py`._"
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from continuous_enhancement import enhancement_table
+
+    return enhancement_table(res)
+
+
 SECTIONS = {
     "models": models_table,
     "zoo": zoo_table,
@@ -893,6 +1000,8 @@ SECTIONS = {
     "cache": cache_table,
     "daylong": daylong_table,
     "daylong_speed": daylong_speed_table,
+    "continuous": continuous_table,
+    "continuous_enhancement": continuous_enhancement_table,
 }
 
 

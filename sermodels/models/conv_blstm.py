@@ -25,8 +25,8 @@ Departures and choices
 - Inputs of any length: the forward pass cuts each clip into consecutive 6 s sequences (the last one shorter),
   z-normalises each over its valid samples, runs them as one batch and joins their frames in time, so a clip of
   any length is processed exactly as the training sequences are, and a frame sees only its own 6 s sequence (as in
-  the paper). Sequences go through the network in groups of at most ``max_sequences``, which bounds memory for
-  long inputs; :attr:`ConvBLSTM.default_chunk_seconds` makes ``predict`` feed long recordings a minute at a time.
+  the paper). Without gradients, sequences go through the network in groups of at most :data:`MAX_SEQUENCES`,
+  which bounds memory for long inputs; :attr:`ConvBLSTM.default_chunk_seconds` makes ``predict`` feed long recordings a minute at a time.
 - Post-processing (§4.5.2, §5.3): a fitted :class:`~sermodels.postprocess.PostProcessing` can be stored with the
   model (``postprocess``, JSON in config.json); :meth:`ConvBLSTM.postprocess_traces` applies it to whole-recording
   traces. The forward pass returns the network's raw frames.
@@ -67,8 +67,9 @@ LSTM_CELLS, LSTM_LAYERS = 128, 2
 DROPOUT = 0.5
 #: The outputs: arousal and valence per frame (§5.3, RECOLA's two dimensions).
 AV_NAMES = ("arousal", "valence")
-#: Sequences per pass through the network (bounds memory for long inputs; results do not depend on it).
-MAX_SEQUENCES = 64
+#: Sequences per pass through the network without gradients (bounds inference memory: about 40 MB per sequence;
+#: results do not depend on it). With gradients (training) a batch goes through whole.
+MAX_SEQUENCES = 16
 #: z-normalisation floor: a silent sequence stays silent instead of dividing by ~0.
 NORM_EPS = 1e-5
 
@@ -199,9 +200,10 @@ class ConvBLSTM(SERModel):
         lengths = valid_lengths(waveforms, lengths)
         sequences, sequence_lengths, counts = self._cut(waveforms, lengths)
         per_sequence = self.sequence_samples // self.frame_samples
+        group = MAX_SEQUENCES if not torch.is_grad_enabled() else sequences.shape[0]
         parts = [
-            self._sequence_frames(sequences[i : i + MAX_SEQUENCES], sequence_lengths[i : i + MAX_SEQUENCES])
-            for i in range(0, sequences.shape[0], MAX_SEQUENCES)
+            self._sequence_frames(sequences[i : i + group], sequence_lengths[i : i + group])
+            for i in range(0, sequences.shape[0], group)
         ]
         flat = torch.cat(parts)  # (sequences, per_sequence, features)
         valid = torch.ceil(lengths.double() / self.frame_samples).clamp(min=1).long()
