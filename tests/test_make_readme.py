@@ -158,3 +158,35 @@ def test_render_needs_every_block(tmp_path):
     broken = readme.replace("<!-- BEGIN emonet -->", "")
     with pytest.raises(SystemExit, match="no '<!-- BEGIN emonet -->'"):
         make_readme.render(broken)
+
+
+def _continuous_row(raw: tuple[float, float], post: tuple[float, float]) -> dict:
+    steps = {"median_seconds": None, "bias": 0.1, "scale": 1.5, "scale_center": 0.0, "shift_seconds": 2.0}
+    return {
+        "test_raw": {"ccc": dict(zip(("arousal", "valence"), raw))},
+        "test_postprocessed": {"ccc": dict(zip(("arousal", "valence"), post))},
+        "chain": {"arousal": steps, "valence": {**steps, "bias": None, "scale": None, "shift_seconds": None}},
+    }
+
+
+def test_continuous_table_computes_its_claims(tmp_path):
+    """The layout benchmarks/continuous.py writes (parts with a wall_seconds entry beside the rows)."""
+    results = {
+        "end_to_end": {"ccc": _continuous_row((0.5, 0.2), (0.55, 0.25)),
+                       "mse": _continuous_row((0.4, 0.3), (0.45, 0.2)), "wall_seconds": 3.0},
+        "handcrafted": {"logmel_svr": _continuous_row((0.45, 0.1), (0.5, 0.1)), "wall_seconds": 9.0},
+        "lag": {"lag_seconds": 2.0, "logmel_svr": _continuous_row((0.3, 0.1), (0.5, 0.2)), "wall_seconds": 1.0},
+        "task": {"sessions": {"train": 53, "dev": 16, "test": 22}},
+    }  # fmt: skip
+    path = tmp_path / "continuous.json"
+    path.write_text(json.dumps(results))
+    text = make_readme.continuous_table(path)
+    assert "| conv-BLSTM, raw audio (§5.2) | 1 − CCC | 0.500 → 0.550 | 0.200 → 0.250 |" in text
+    assert "arousal: CCC training beats MSE training for the conv-BLSTM (0.500 vs 0.400)" in text
+    assert "valence: CCC training does not beat MSE training for the conv-BLSTM (0.200 vs 0.300)" in text
+    assert "arousal: the end-to-end model beats the best hand-crafted system (logmel_svr, 0.450)" in text
+    assert "valence: the end-to-end model beats the best hand-crafted system (logmel_svr, 0.100)" in text
+    # raised in 4 of 6 cases: (0.5, 0.2), (0.4, 0.3 -> 0.2 lowers), (0.45 -> 0.5, 0.1 -> 0.1 equal)
+    assert "raised test CCC in 4 of 6 cases" in text
+    assert "centre, scale ×1.50, shift 2 s; none" in text
+    assert "the fitted time shift arousal 2 s, valence none" in text

@@ -19,13 +19,9 @@ fi
 $python -m sermodels.training.continuous "$run" --out "$out"
 reports="runs/$(basename "$out")"
 rm -f "$out/metrics.json"
-for pair in emodb:EMODB ravdess:RAVDESS emovo:EMOVO urdu:URDU; do
-  corpus=${pair%%:*}
-  table=$($python -c 'import sys
-from sermodels.data import load_corpus
-from sermodels.data.sessions import SessionConfig, build_sessions, default_cache
-print(build_sessions(load_corpus(sys.argv[1], sys.argv[2]), default_cache(), SessionConfig()))' "$corpus" "$data/${pair##*:}")
-  $bin evaluate --model "$out" --corpus "folder:${corpus}_sessions" --root "$table" --split test --no-progress \
-    --out "$reports/${corpus}_sessions-test.json" --metrics "$out/metrics.json"
+# the test sessions the run was trained beside (its recipe's session settings), each corpus under its own name
+$python -m sermodels.training.continuous "$run" --tables | while read -r name table; do
+  $bin evaluate --model "$out" --corpus "folder:$name" --root "$table" --split test --no-progress \
+    --out "$reports/$name-test.json" --metrics "$out/metrics.json"
 done
 $bin card "$out"

@@ -4,20 +4,22 @@ The end-to-end conv-BLSTM and the feature-enhancement back-end of the MixedEmoti
 learn traces of arousal and valence rated continuously over long recordings (RECOLA: 5-minute sessions, gold
 standard every 40 ms). No such corpus is available offline, so we build a stand-in and say plainly what it is:
 
-* **Sessions.** For each speaker of a corpus, that speaker's utterances in random order, separated by gaps uniform
-  in ``gap`` seconds (0.2–1 s), cut into sessions whose lengths are drawn uniform in ``session_seconds`` (60–300 s).
-  Every utterance is used once. A speaker whose utterances last less than the minimum gets one shorter session; a
-  remainder shorter than the minimum joins the speaker's previous session. Gaps hold a faint white noise floor
-  (``noise_floor_db`` dBFS RMS, so that silence is not digital zero) unless it is ``None``.
+* **Sessions.** For each speaker of a corpus, that speaker's utterances in random order, separated by gaps uniform in
+  ``gap`` seconds (0.2–1 s), cut into sessions: a session closes with the first utterance that takes it past a target
+  length drawn uniform in ``session_seconds`` (60–300 s), so it runs a few seconds past its target. Every utterance is
+  used once. A speaker whose utterances last less than the minimum gets one shorter session; a remainder shorter than
+  the minimum joins the speaker's previous session (which can then reach about 360 s). Gaps hold a faint white noise
+  floor (``noise_floor_db`` dBFS RMS, so that silence is not digital zero) unless it is ``None``.
 * **Targets.** Each utterance's category is placed at a point ``(arousal, valence)`` of :data:`AV_POINTS` — our own
-  placement on [-1, 1]², whose signs follow the circumplex map of :mod:`sermodels.labels` (EmoNet Table 2; a
-  "neutral" valence is 0). RAVDESS items of normal (not strong) intensity are scaled by
-  :data:`RAVDESS_NORMAL_SCALE` towards the origin. The raw trace at ``frame_rate`` (25 Hz, RECOLA's 40 ms) holds
-  the utterance's point from its first frame to the start of the next utterance (a rater keeps the last rating
-  through a pause; the first gap takes the first utterance's point). It is then smoothed by a first-order low-pass
-  filter of time constant ``tau`` seconds (≈ 1 s) run forwards and backwards (zero phase, so smoothing adds no
-  lag), and delayed by ``delay`` seconds (0 by default; e.g. 2 s imitates the reaction time of human raters, which
-  the post-processing time shift of D4.2 §5.3 compensates), the first value held over the delay.
+  placement on [-1, 1]², whose signs follow the circumplex map of :mod:`sermodels.labels` (EmoNet Table 2; a "neutral"
+  valence is 0). RAVDESS items of normal (not strong) intensity are scaled by :data:`RAVDESS_NORMAL_SCALE` towards the
+  origin (RAVDESS's neutral exists at normal intensity only, so it sits at (-0.12, 0) where the other corpora's
+  neutral sits at (-0.2, 0)). The raw trace at ``frame_rate`` (25 Hz, RECOLA's 40 ms) holds the utterance's point from
+  its first frame to the start of the next utterance (a rater keeps the last rating through a pause; the first gap
+  takes the first utterance's point). It is then smoothed by a first-order low-pass filter of time constant ``tau``
+  seconds (≈ 1 s) run forwards and backwards (zero phase, so smoothing adds no lag), and delayed by ``delay`` seconds
+  (0 by default; e.g. 2 s imitates the reaction time of human raters, which the post-processing time shift of D4.2
+  §5.3 compensates), the first value held over the delay.
 * **Partitions.** Speaker-disjoint: a speaker's sessions belong to the partition that the corpus's ``fixed``
   protocol gives that speaker (:mod:`sermodels.data.splits`).
 * **Determinism.** Everything is drawn from ``numpy.random.default_rng((seed, crc32(corpus), crc32(speaker)))``;
@@ -344,7 +346,7 @@ def _write_trace(path: Path, trace: np.ndarray, frame_rate: float) -> None:
     with path.open("w", newline="") as handle:
         handle.write("time," + ",".join(AV_NAMES) + "\n")
         for t, (a, v) in zip(times, trace):
-            handle.write(f"{t:.2f},{a:.6f},{v:.6f}\n")
+            handle.write(f"{t:.6f},{a:.6f},{v:.6f}\n")
 
 
 def _write_rows(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
@@ -395,7 +397,10 @@ class SessionDataModule(SERDataModule):
         roots: corpus -> folder, as :class:`~sermodels.data.SERDataModule` (``None``: ``$SERMODELS_DATA``).
         cache_dir: where built sessions are kept (default :func:`default_cache`).
         max_duration: training crop in seconds (D4.2 §5.2.1: 6 s sequences); dev and test use whole sessions.
-        session_seconds / gap / tau / delay / noise_floor_db / seed: the :class:`SessionConfig`.
+        session_seconds / gap / tau / delay / noise_floor_db / session_seed: the :class:`SessionConfig` (its
+            ``seed`` is ``session_seed``: which utterances make which session).
+        seed: the training crops' seed (:class:`~sermodels.data.SERDataModule`); it does not change the sessions,
+            so runs with different seeds are scored on the same test sessions.
         batch_size / num_workers / multi_corpus: as :class:`~sermodels.data.SERDataModule`.
     """
 
@@ -414,10 +419,11 @@ class SessionDataModule(SERDataModule):
         delay: float = 0.0,
         noise_floor_db: float | None = -60.0,
         seed: int = 0,
+        session_seed: int = 0,
     ):
         self.source_corpora = [name.lower() for name in ([corpora] if isinstance(corpora, str) else corpora)]
         self.session_config = SessionConfig(
-            tuple(session_seconds), tuple(gap), TRACE_RATE, tau, delay, noise_floor_db, 16000, seed
+            tuple(session_seconds), tuple(gap), TRACE_RATE, tau, delay, noise_floor_db, 16000, session_seed
         )
         self.session_cache = Path(cache_dir).expanduser() if cache_dir else default_cache()
         base = SERDataModule(self.source_corpora, roots)  # resolves the source folders as every data module does

@@ -22,11 +22,17 @@ Departures and choices
   "same", so frame ``k`` of the output describes the audio in ``[k · 40 ms, (k + 1) · 40 ms)``.
 - No nonlinearity after the second convolution (the text names none; the channel max-pool follows it).
 - Dropout 0.5 after the first pooling, after the channel pooling and before the output layer.
-- Inputs of any length: the forward pass cuts each clip into consecutive 6 s sequences (the last one shorter),
-  z-normalises each over its valid samples, runs them as one batch and joins their frames in time, so a clip of
-  any length is processed exactly as the training sequences are, and a frame sees only its own 6 s sequence (as in
-  the paper). Without gradients, sequences go through the network in groups of at most :data:`MAX_SEQUENCES`,
-  which bounds memory for long inputs; :attr:`ConvBLSTM.default_chunk_seconds` makes ``predict`` feed long recordings a minute at a time.
+- z-normalisation per 6 s sequence. §5.2.1 normalises "the time-sequences" before segmenting them into 6 s
+  sequences; whether over a recording or a sequence is open, and we normalise each sequence (what the training
+  crops see, with no recording-level statistics to carry). A consequence: a sequence of silence or faint noise is
+  scaled up to unit variance like speech, so long silences give outputs with no meaning; score speech segments
+  (``sermodels daylong`` cuts them) or read the trace where there is speech.
+- Inputs of any length: the forward pass cuts each clip into consecutive 6 s sequences (the last one shorter; its
+  padding is kept at zero after the first convolution), z-normalises each over its valid samples, runs them as one
+  batch and joins their frames in time, so a clip of any length is processed exactly as the training sequences are,
+  and a frame sees only its own 6 s sequence (as in the paper). Without gradients, sequences go through the network in
+  groups of at most :data:`MAX_SEQUENCES`, which bounds memory for long inputs;
+  :attr:`ConvBLSTM.default_chunk_seconds` makes ``predict`` feed long recordings a minute at a time.
 - Post-processing (§4.5.2, §5.3): a fitted :class:`~sermodels.postprocess.PostProcessing` can be stored with the
   model (``postprocess``, JSON in config.json); :meth:`ConvBLSTM.postprocess_traces` applies it to whole-recording
   traces. The forward pass returns the network's raw frames.
@@ -122,6 +128,7 @@ class ConvBLSTM(SERModel):
         if self.frame_samples % TIME_POOL:
             raise ValueError(f"frame_ms={frame_ms} must be a whole number of {TIME_POOL}-sample pooling steps")
         self.sequence_samples = int(round(sequence_seconds * self.sample_rate))
+        self.chunk_step_samples = self.sequence_samples  # predict's chunks are whole sequences
         if self.sequence_samples % self.frame_samples:
             raise ValueError(f"sequence_seconds={sequence_seconds} must be a whole number of {frame_ms} ms frames")
         self.long_kernel_ms, self.frame_ms, self.dropout_p, self.lstm_cells = (
@@ -235,6 +242,10 @@ class ConvBLSTM(SERModel):
         taps = self.conv1.kernel_size[0]
         x = F.pad(x[:, None], ((taps - 1) // 2, taps // 2))
         x = F.max_pool1d(torch.relu(self.conv1(x)), TIME_POOL)  # (S, 40, samples / 2)
+        # A short (last) sequence: relu(conv1) of its zero padding is relu(bias), not 0; zero it, so the long
+        # convolution sees the zero "same" padding that full training sequences give it.
+        pooled = torch.div(lengths + TIME_POOL - 1, TIME_POOL, rounding_mode="floor")
+        x = x * (torch.arange(x.shape[-1], device=x.device)[None] < pooled[:, None])[:, None].to(x.dtype)
         x = self.dropout(x)
         x = self.conv2(x)  # (S, 40, samples / 2)
         x = x.reshape(x.shape[0], CONV2_FILTERS // CHANNEL_POOL, CHANNEL_POOL, -1).amax(2)  # (S, 2, samples / 2)

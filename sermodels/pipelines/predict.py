@@ -270,7 +270,8 @@ def _chunk_samples(model: SERModel, spec: OutputSpec, seconds: float | None) -> 
     """A chunk's length in samples; for a frame-level head rounded down to a whole number of frame periods, the
     shortest stretch of samples that holds a whole number of frames (160 samples = 1 frame at 100 frames/s and
     16 kHz; 1600 samples = 3 frames at 30 frames/s), so every chunk starts on a frame boundary of the file and the
-    chunks' frames join into the file's own frame grid."""
+    chunks' frames join into the file's own frame grid. A model with ``chunk_step_samples`` (one that processes its
+    input in fixed sequences) gets chunks of whole sequences, so chunking does not change its output."""
     if seconds is None:
         return None
     chunk = frames_for(seconds, model.sample_rate)
@@ -282,6 +283,9 @@ def _chunk_samples(model: SERModel, spec: OutputSpec, seconds: float | None) -> 
                 f"holding whole frames of the {spec.frame_rate:g} frames/s head"
             )
         chunk -= chunk % period
+    step = getattr(model, "chunk_step_samples", None)
+    if step:  # a model that cuts its input into fixed sequences (conv_blstm): chunks are whole sequences
+        chunk = max(step, chunk - chunk % step)
     return chunk
 
 

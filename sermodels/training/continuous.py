@@ -7,6 +7,7 @@ data module it was trained on (scaling uses the standard deviation of the *train
 model's config.json, so ``predict`` and ``evaluate`` apply it (:meth:`~sermodels.models.base.SERModel.finish_frames`).
 
     python -m sermodels.training.continuous RUN_DIR --out RELEASE_DIR [--cache DIR]
+    python -m sermodels.training.continuous RUN_DIR --tables      # the run's session tables, "name path" per line
 
 ``RUN_DIR`` is a release folder written by ``sermodels train`` (its ``recipe_resolved.yaml`` names the data);
 ``RELEASE_DIR`` receives the same weights with the chain in config.json, and the training log.
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from sermodels.checkpoint import RESERVED_CONFIG_KEYS, load_folder, read_config, save_pretrained
+from sermodels.data.targets import aligned_length
 from sermodels.models.base import SERModel
 from sermodels.pipelines.predict import run_predictions
 from sermodels.postprocess import PostProcessing, fit_postprocessing, trace_std
@@ -38,7 +40,8 @@ def session_traces(
     device: str | torch.device = "cpu",
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``(predictions, gold)``: per item, the head's frames ``(T, D)`` over the whole recording (raw unless
-    ``postprocess``) and the item's trace at the head's frame rate, both cut to their common first frames."""
+    ``postprocess``) and the item's trace at the head's frame rate, both cut to their common first frames (a
+    difference of more than the trace's tolerance is an error, as in ``evaluate``)."""
     head = model.resolve_head(head)
     spec = model.output_spec(head)
     if spec.level != "frame":
@@ -58,7 +61,10 @@ def session_traces(
             raise ValueError(f"could not predict {item.path}")
         output = result.outputs[row].double().numpy()
         target = item.trace.frames(spec.frame_rate).astype(np.float64)
-        frames = min(output.shape[0], target.shape[0])
+        try:
+            frames = aligned_length(output.shape[0], target.shape[0], item.trace.tolerance(spec.frame_rate))
+        except ValueError as err:
+            raise ValueError(f"{item.path}: {err} (is the trace the one of this audio?)") from None
         predictions.append(output[:frames])
         gold.append(target[:frames])
     return predictions, gold
@@ -85,19 +91,25 @@ SESSION_LIMITATIONS = [
 ]
 
 
-def release_with_postprocessing(run: str | Path, out: str | Path, cache_dir: str | None = None) -> PostProcessing:
-    """Fit the chain of a trained session model (``run``) on its dev sessions and write ``out`` with it."""
+def run_data(run: str | Path, cache_dir: str | None = None):
+    """The (set up) session data module that the run ``run`` was trained on, from its ``recipe_resolved.yaml``."""
     import yaml
 
     from sermodels.data.sessions import SessionDataModule
 
-    run, out = Path(run), Path(out)
-    recipe = yaml.safe_load((run / "recipe_resolved.yaml").read_text())
+    recipe = yaml.safe_load((Path(run) / "recipe_resolved.yaml").read_text())
     arguments = dict(recipe["data"]["init_args"])
     if cache_dir is not None:
         arguments["cache_dir"] = cache_dir
     data = SessionDataModule(**arguments)
     data.setup("fit")
+    return data
+
+
+def release_with_postprocessing(run: str | Path, out: str | Path, cache_dir: str | None = None) -> PostProcessing:
+    """Fit the chain of a trained session model (``run``) on its dev sessions and write ``out`` with it."""
+    run, out = Path(run), Path(out)
+    data = run_data(run, cache_dir)
     model = load_folder(run)
     parts = {part: [i for name in data.corpus_names for i in data.partitions[name][part]] for part in ("train", "dev")}
     chain = fit_for_model(model, parts["dev"], parts["train"])
@@ -119,9 +131,17 @@ def release_with_postprocessing(run: str | Path, out: str | Path, cache_dir: str
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sermodels.training.continuous", description=__doc__.split("\n")[0])
     parser.add_argument("run", help="release folder of a trained session model (sermodels train --output)")
-    parser.add_argument("--out", required=True, help="folder for the release with its post-processing chain")
+    parser.add_argument("--out", help="folder for the release with its post-processing chain")
     parser.add_argument("--cache", default=None, help="session cache folder (default: the recipe's)")
+    parser.add_argument("--tables", action="store_true", help="print the run's session tables (name path) and stop")
     args = parser.parse_args(argv)
+    if args.tables:
+        data = run_data(args.run, args.cache)
+        for name in data.corpus_names:
+            print(name, data.roots[name])
+        return 0
+    if not args.out:
+        parser.error("--out is required")
     chain = release_with_postprocessing(args.run, args.out, args.cache)
     for name, steps in chain.to_json()["steps"].items():
         print(f"{name}: {steps}")

@@ -86,7 +86,18 @@ def test_specs_config_and_postprocessing_round_trip(tmp_path):
         ConvBLSTM(sequence_seconds=1.01)
 
 
-def test_ccc_fit_on_real_sessions_lowers_the_training_loss(tmp_path):
+@pytest.fixture(scope="module")
+def session_cache(tmp_path_factory):
+    """EMO-DB's pseudo-sessions, built once for this module."""
+    from sermodels.data import load_corpus
+    from sermodels.data.sessions import build_sessions
+
+    cache = tmp_path_factory.mktemp("sessions")
+    build_sessions(load_corpus("emodb", corpus_root("emodb")), cache)
+    return str(cache)
+
+
+def test_ccc_fit_on_real_sessions_lowers_the_training_loss(session_cache):
     """Six Adam steps on 6 s crops of real EMO-DB pseudo-sessions, the regression regime with the CCC loss."""
     from sermodels.data.sessions import SessionDataModule
     from sermodels.losses import ccc_loss
@@ -95,7 +106,7 @@ def test_ccc_fit_on_real_sessions_lowers_the_training_loss(tmp_path):
 
     torch.manual_seed(0)
     data = SessionDataModule(
-        ["emodb"], roots={"emodb": str(corpus_root("emodb"))}, cache_dir=str(tmp_path), batch_size=6, seed=0
+        ["emodb"], roots={"emodb": str(corpus_root("emodb"))}, cache_dir=session_cache, batch_size=6, seed=0
     )
     task = RegressionTask(model={"arch": "conv_blstm", **SMALL}, loss="ccc", optimizer={"name": "adam", "lr": 2e-3})
     data.setup("fit")
@@ -116,18 +127,18 @@ def test_ccc_fit_on_real_sessions_lowers_the_training_loss(tmp_path):
     assert loss() < before
 
 
-def test_postprocessing_fitted_on_dev_is_what_evaluate_applies(tmp_path):
+def test_postprocessing_fitted_on_dev_is_what_evaluate_applies(session_cache):
     """The chain fitted on real dev sessions, stored in the model, is applied by ``evaluate`` (and only when asked)."""
     from sermodels.data.sessions import SessionDataModule
     from sermodels.evaluation import evaluate_items
     from sermodels.training.continuous import fit_for_model, session_traces
 
     torch.manual_seed(0)
-    data = SessionDataModule(["emodb"], roots={"emodb": str(corpus_root("emodb"))}, cache_dir=str(tmp_path))
+    data = SessionDataModule(["emodb"], roots={"emodb": str(corpus_root("emodb"))}, cache_dir=session_cache)
     data.setup("fit")
     parts = data.partitions["emodb_sessions"]
     model = create_model("conv_blstm", heads={"trace": ["arousal", "valence"]}, **SMALL).eval()
-    chain = fit_for_model(model, parts["dev"], parts["train"])
+    chain = fit_for_model(model, parts["dev"][:1], parts["train"])
     assert chain.names == ("arousal", "valence") and set(chain.dev_ccc["arousal"]) >= {"raw", "final"}
     # an untrained network is far from the gold: the chain keeps at least one step, and only raises dev CCC
     assert all(chain.dev_ccc[n]["final"] >= chain.dev_ccc[n]["raw"] for n in chain.names)
@@ -142,3 +153,22 @@ def test_postprocessing_fitted_on_dev_is_what_evaluate_applies(tmp_path):
 
     assert report["ccc"]["arousal"] == pytest.approx(ccc(expected[:, 0], gold[0][:, 0]), abs=1e-6)
     assert plain["ccc"]["arousal"] == pytest.approx(ccc(raw[0][:, 0], gold[0][:, 0]), abs=1e-6)
+
+
+def test_predict_chunks_are_whole_sequences(tmp_path):
+    """A chunk length that is not a whole number of sequences is rounded down to one, so chunked prediction gives
+    the frames of a whole-file forward."""
+    import soundfile as sf
+
+    from sermodels.pipelines.predict import run_predictions
+
+    torch.manual_seed(0)
+    model = create_model("conv_blstm", **SMALL).eval()
+    files = sorted(corpus_root("emodb").rglob("*.flac"))[:3]
+    wave = torch.cat([load_audio(path) for path in files])[:70000]
+    path = tmp_path / "joined.wav"
+    sf.write(path, wave.numpy(), 16000, subtype="FLOAT")
+    chunked = run_predictions(model, [path], max_chunk_seconds=2.5, progress=False).outputs[0]
+    with torch.no_grad():
+        whole = model(wave[None])[0]
+    torch.testing.assert_close(chunked.float(), whole, atol=1e-5, rtol=1e-4)
