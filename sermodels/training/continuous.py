@@ -118,7 +118,9 @@ def release_with_postprocessing(run: str | Path, out: str | Path, cache_dir: str
     extra = {key: value for key, value in config.items() if key not in RESERVED_CONFIG_KEYS}
     if isinstance(extra.get("training"), dict):  # the corpora as the data module describes them now (licences)
         extra["training"]["corpora"] = [{k: v for k, v in c.items() if k != "root"} for c in data.info()["corpora"]]
-    extra["limitations"] = list(dict.fromkeys([*extra.get("limitations", []), *SESSION_LIMITATIONS]))
+    extra["limitations"] = list(
+        dict.fromkeys([*extra.get("limitations", []), *SESSION_LIMITATIONS, *_schedule_note(extra)])
+    )
     if out.resolve() != run.resolve():
         out.mkdir(parents=True, exist_ok=True)
         for name in ("training_log.json", "recipe_resolved.yaml"):
@@ -126,6 +128,19 @@ def release_with_postprocessing(run: str | Path, out: str | Path, cache_dir: str
                 shutil.copy2(run / name, out / name)
     save_pretrained(model, out, extra=extra)
     return chain
+
+
+def _schedule_note(config: dict) -> list[str]:
+    """A card line for a model trained on a CPU schedule (its steps and batch, from the training record)."""
+    training = config.get("training") or {}
+    run = training.get("schedule_run") or {}
+    if "CPU" not in str(run.get("accelerator", "")):
+        return []
+    return [
+        f"Trained on CPU for {run.get('optimizer_steps')} optimiser steps of {training.get('batch_size')} sequences "
+        f"({run.get('wall_seconds')} s): a reduced schedule; a GPU schedule (more steps, batches of 50 as in D4.2 "
+        "§5.3) should do better."
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
