@@ -46,8 +46,9 @@ def test_release_loads_by_id_and_predicts(model_id):
     assert not model.training
     wave = load_audio(REPO / "sermodels" / "assets" / "clips" / "03a01Wa.flac", model.sample_rate)
     with torch.inference_mode():
-        logits = model(wave[None], torch.tensor([len(wave)]))
-    assert logits.shape == (1, len(model.label_names())) and torch.isfinite(logits).all()
+        output = model(wave[None], torch.tensor([len(wave)]))
+    model.output_spec().check(output, 1)  # (1, classes | dims) per utterance, (1, frames, dims) per frame
+    assert torch.isfinite(output).all()
 
 
 def test_default_alias_resolves_to_the_default_release():
