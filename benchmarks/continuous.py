@@ -206,11 +206,13 @@ def _has_opensmile() -> bool:
 
 
 def speed(runs: dict[str, str], data: SessionDataModule, device: str) -> dict[str, Any]:
-    folder = REPO / runs["ccc"]
+    """The release (with its post-processing chain) when there is one, else the CCC run."""
+    released = REPO / "checkpoints" / "conv_blstm.sessions"
+    folder = released if (released / "config.json").is_file() else REPO / runs["ccc"]
     if not (folder / "config.json").is_file():
         return {"skipped": f"no trained model at {runs['ccc']}"}
     gpu = torch.cuda.get_device_name(device) if device.startswith("cuda") else None
-    out: dict[str, Any] = {"device": device, "gpu": gpu, "model": runs["ccc"]}
+    out: dict[str, Any] = {"device": device, "gpu": gpu, "model": str(folder.relative_to(REPO))}
     sync = torch.cuda.synchronize if gpu else (lambda: None)
     model = load_folder(folder).eval().to(device)
     sequences = torch.randn(8, 96000, device=device)
