@@ -890,6 +890,8 @@ CONTINUOUS_ROWS = (
     ("handcrafted", "logmel_blstm_ccc", "log-mel LLD functionals (3 s) + BLSTM 3 × 64", "1 − CCC"),
     ("handcrafted", "logmel_blstm_mse", "log-mel LLD functionals (3 s) + BLSTM 3 × 64", "MSE"),
     ("handcrafted", "egemaps_svr", "eGeMAPS LLD functionals (3 s) + linear SVR", "L2 (C on dev)"),
+    ("handcrafted", "egemaps_blstm_ccc", "eGeMAPS LLD functionals (3 s) + BLSTM 3 × 64", "1 − CCC"),
+    ("handcrafted", "egemaps_blstm_mse", "eGeMAPS LLD functionals (3 s) + BLSTM 3 × 64", "MSE"),
 )
 
 
