@@ -273,19 +273,20 @@ def session_plan(corpus: Corpus, config: SessionConfig) -> list[Session]:
         for speaker in sorted(by_speaker):
             items = sorted(by_speaker[speaker], key=lambda item: item.id)
             for item in items:
-                lengths[item.id] = sf.info(item.path).frames if _native(item, config) else _decoded_length(item, config)
+                lengths[item.id] = _length(item, config)
             sessions.extend(plan_speaker(corpus.name, speaker, split, items, lengths, config))
     return sessions
 
 
-def _native(item: Item, config: SessionConfig) -> bool:
+def _length(item: Item, config: SessionConfig) -> int:
+    """The item's length in samples at ``config.sample_rate``: from the header when the file has that rate, else
+    decoded (and resampled) as ``render`` will place it."""
     try:
-        return sf.info(item.path).samplerate == config.sample_rate
+        info = sf.info(item.path)
     except RuntimeError:
-        return False
-
-
-def _decoded_length(item: Item, config: SessionConfig) -> int:
+        info = None
+    if info is not None and info.samplerate == config.sample_rate:
+        return int(info.frames)
     return int(load_audio(item.path, sample_rate=config.sample_rate).shape[0])
 
 
