@@ -886,8 +886,9 @@ AV_DIMS = ("arousal", "valence")
 #: A raw test CCC below this is "did not learn much" in the generated claims.
 WEAK_CCC = 0.1
 CONTINUOUS_ROWS = (
-    ("end_to_end", "ccc", "conv-BLSTM, raw audio (§5.2)", "1 − CCC"),
-    ("end_to_end", "mse", "conv-BLSTM, raw audio (§5.2)", "MSE"),
+    ("end_to_end", "ccc", "conv-BLSTM, raw audio (§5.2), the paper's settings", "1 − CCC"),
+    ("end_to_end", "mse", "conv-BLSTM, raw audio (§5.2), the paper's settings", "MSE"),
+    ("end_to_end", "ccc_tuned", "conv-BLSTM, dropout 0.1, Adam 1e-3, clipping (the release)", "1 − CCC"),
     ("handcrafted", "logmel_svr", "log-mel LLD functionals (3 s) + linear SVR", "L2 (C on dev)"),
     ("handcrafted", "logmel_blstm_ccc", "log-mel LLD functionals (3 s) + BLSTM 3 × 64", "1 − CCC"),
     ("handcrafted", "logmel_blstm_mse", "log-mel LLD functionals (3 s) + BLSTM 3 × 64", "MSE"),
@@ -970,7 +971,7 @@ def continuous_claims(res: dict[str, Any]) -> list[str]:
     """The paper's claims (§4.5.3, §5.3) checked on the raw test CCCs of the table's rows (computed, never typed)."""
     rows = {key: res.get(part, {}).get(key) for part, key, _, _ in CONTINUOUS_ROWS}
     rows = {key: row for key, row in rows.items() if isinstance(row, dict) and "test_raw" in row}
-    hand = {key: row for key, row in rows.items() if key not in ("ccc", "mse")}
+    hand = {key: row for key, row in rows.items() if key not in ("ccc", "mse", "ccc_tuned")}
     claims = []
     for dim in ("arousal", "valence"):
         raw = {key: row["test_raw"]["ccc"][dim] for key, row in rows.items()}
@@ -980,11 +981,12 @@ def continuous_claims(res: dict[str, Any]) -> list[str]:
             claims.append(f"{dim}: CCC training {verdict} MSE training for the conv-BLSTM "
                           f"({raw['ccc']:.3f} vs {raw['mse']:.3f}"
                           + (f"; both below {WEAK_CCC:g}: neither run learnt much" + ")" if weak else ")"))  # fmt: skip
-        if "ccc" in raw and hand:
+        ours = max((key for key in ("ccc", "ccc_tuned", "mse") if key in raw), key=lambda key: raw[key], default=None)
+        if ours and hand:
             best = max(hand, key=lambda key: raw[key])
-            verdict = "beats" if raw["ccc"] > raw[best] else "does not beat"
-            claims.append(f"{dim}: the end-to-end model {verdict} the best hand-crafted system "
-                          f"({best}, {raw[best]:.3f})")  # fmt: skip
+            verdict = "beats" if raw[ours] > raw[best] else "does not beat"
+            claims.append(f"{dim}: the best end-to-end model ({ours}, {raw[ours]:.3f}) {verdict} the best "
+                          f"hand-crafted system ({best}, {raw[best]:.3f})")  # fmt: skip
     helped = sum(
         row["test_postprocessed"]["ccc"][d] > row["test_raw"]["ccc"][d] for row in rows.values() for d in AV_DIMS
     )

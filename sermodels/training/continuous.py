@@ -106,8 +106,14 @@ def run_data(run: str | Path, cache_dir: str | None = None):
     return data
 
 
-def release_with_postprocessing(run: str | Path, out: str | Path, cache_dir: str | None = None) -> PostProcessing:
-    """Fit the chain of a trained session model (``run``) on its dev sessions and write ``out`` with it."""
+def release_with_postprocessing(
+    run: str | Path, out: str | Path, cache_dir: str | None = None, store_dtype: str | None = None
+) -> PostProcessing:
+    """Fit the chain of a trained session model (``run``) on its dev sessions and write ``out`` with it.
+
+    ``store_dtype`` ("float16"): store the release's floating-point weights in that dtype (half the size of float32;
+    :func:`~sermodels.checkpoint.load_folder` loads them into the model's float32 parameters). The chain is fitted
+    on the run's own weights."""
     run, out = Path(run), Path(out)
     data = run_data(run, cache_dir)
     model = load_folder(run)
@@ -126,6 +132,9 @@ def release_with_postprocessing(run: str | Path, out: str | Path, cache_dir: str
         for name in ("training_log.json", "recipe_resolved.yaml"):
             if (run / name).is_file():
                 shutil.copy2(run / name, out / name)
+    if store_dtype is not None:
+        model = model.to(getattr(torch, store_dtype))
+        extra["weights_dtype"] = store_dtype
     save_pretrained(model, out, extra=extra)
     return chain
 
@@ -148,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run", help="release folder of a trained session model (sermodels train --output)")
     parser.add_argument("--out", help="folder for the release with its post-processing chain")
     parser.add_argument("--cache", default=None, help="session cache folder (default: the recipe's)")
+    parser.add_argument("--store-dtype", choices=["float16", "bfloat16"], help="store the weights in this dtype")
     parser.add_argument("--tables", action="store_true", help="print the run's session tables (name path) and stop")
     args = parser.parse_args(argv)
     if args.tables:
@@ -157,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not args.out:
         parser.error("--out is required")
-    chain = release_with_postprocessing(args.run, args.out, args.cache)
+    chain = release_with_postprocessing(args.run, args.out, args.cache, args.store_dtype)
     for name, steps in chain.to_json()["steps"].items():
         print(f"{name}: {steps}")
     print(f"wrote {args.out}")
