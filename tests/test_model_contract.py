@@ -79,6 +79,19 @@ SMALL_BUILDS: dict[str, SmallBuild] = {
     # a 50 ms long kernel and 1 s sequences keep the FFT convolution small; the layers are the paper's
     "conv_blstm": SmallBuild(lambda: {"long_kernel_ms": 50.0, "sequence_seconds": 1.0, "lstm_cells": 16}),
     "blstm_enhancer": SmallBuild(lambda: {}),
+    # 40 bins x 20 frames segments and 4 channels; a proxy head on the shared FC, a recognition head and a dimensions
+    # head on the conv encoder; the decoder is reached through reconstruct() only
+    "av_spnet": SmallBuild(
+        lambda: {
+            "domains": {"proxy": ["high", "low"], "emodb": EMODB_LABELS, "av": ["arousal", "valence"]},
+            "head_specs": {"av": {"kind": "dimensions", "names": ["arousal", "valence"], "range": [-1, 1]}},
+            "proxy_heads": ["proxy"],
+            "channels": 4,
+            "n_bins": 40,
+            "segment_frames": 20,
+        },
+        unused_in_forward=("decoder_fc", "unstage2", "unstage1", "to_input"),
+    ),
     "toy_frame": SmallBuild(lambda: {}),
     "toy_utterance": SmallBuild(lambda: {}),
 }

@@ -101,21 +101,26 @@ class ClassificationTask(SERTask):
         return feats
 
     def on_fit_start(self) -> None:
-        """Fit a fresh model's feature statistics (z-score) on the training partition's whole clips; a pretrained
-        model keeps its own."""
+        """Fit a fresh model's statistics on the training partition's whole clips: the z-score of frozen features
+        (``fit_feature_statistics``, Deep Spectrum) or of the model's input spectrogram (``fit_input_statistics``,
+        AV-SpNET); a pretrained model keeps its own."""
+        if hasattr(self.net, "fit_input_statistics") and not bool(getattr(self.net, "statistics_fitted", True)):
+            self.net.fit_input_statistics((b["waveforms"], b["lengths"]) for b in self._whole_training_clips())
         if not hasattr(self.net, "fit_feature_statistics") or getattr(self.net, "feature_statistics_fitted", False):
             return
+        rows = [self.frozen_features(batch).cpu() for batch in self._whole_training_clips()]
+        self.net.fit_feature_statistics(torch.cat(rows))
+
+    def _whole_training_clips(self):
+        """Batches of the training partitions' whole clips (uncropped, in order), on the task's device."""
         from torch.utils.data import DataLoader
 
         from sermodels.data.collate import pad_collate
 
-        rows = []
         for dataset in self._train_sets:
             loader = DataLoader(dataset, batch_size=self.trainer.datamodule.batch_size, collate_fn=pad_collate)
             for batch in loader:
-                batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                rows.append(self.frozen_features(batch).cpu())
-        self.net.fit_feature_statistics(torch.cat(rows))
+                yield {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     def training_summary(self) -> dict[str, Any]:
         return {**super().training_summary(), "class_weighted": self.class_weighted}
