@@ -38,7 +38,8 @@ Departures, all documented:
   vote, ties going to the higher mean probability). In training mode, and with ``pooling="mean"``, the output is
   the mean of the segments' log-probabilities (differentiable). Segments start at the first frame; the frames after
   the last whole segment are not used. A clip shorter than one segment is padded with the normalised mean (zero)
-  to one segment.
+  to one segment. Each clip of a zero-padded batch is continued past its end by reflection before the STFT, as the
+  centred STFT pads a clip that is alone, so a clip scores the same alone and in a batch.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from torch import Tensor, nn
 
 from sermodels._registry import register_model
 from sermodels.features import Spectrogram
+from sermodels.features.spectrogram import reflect_tails
 from sermodels.layers.domains import domain_key
 from sermodels.models.base import MultiDomainModel, valid_lengths
 from sermodels.outputs import OutputSpec, specs_to_json
@@ -276,6 +278,10 @@ class AVSpNet(MultiDomainModel):
     def log_spectrogram(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(B, n_bins, frames)`` log magnitude of the lowest bins (not standardised) and valid frames ``(B,)``."""
         lengths = valid_lengths(waveforms, lengths)
+        extra = self.spectrogram.n_fft // 2
+        if waveforms.shape[0] > 1 and bool((lengths > extra).all()):
+            # each clip continued past its end as the centred STFT pads a clip alone: a batch scores as its clips
+            waveforms = reflect_tails(waveforms, lengths, extra)
         spec = self.spectrogram(waveforms.float())[:, : self.n_bins]
         valid = self.spectrogram.num_frames(lengths).clamp(max=spec.shape[-1])
         return torch.log(spec + LOG_EPS), valid

@@ -1,7 +1,21 @@
-"""``sermodels features deepspectrum``: Deep Spectrum features of audio files written to CSV, NPY or Parquet
+"""``sermodels features deepspectrum|av_spnet``: features of audio files written to CSV, NPY or Parquet
 (:func:`extract_to_file` for code; the command line: :mod:`sermodels.pipelines.features_cli`). It runs on the batch
 engine (:mod:`sermodels.pipelines.engine`) with a resumable partial folder (:mod:`sermodels.pipelines.resume`) and
 the feature writers (:mod:`sermodels.pipelines.writers`).
+
+Extractors: anything that computes one vector of ``D`` features per waveform, described by a
+:class:`FeatureExtractor` (sample rate, ``D``, the fewest samples one row needs, its settings, the module that runs
+and the batch computation); everything below is the same for all of them.
+
+- ``deepspectrum``: Deep Spectrum (spectrogram images through an ImageNet CNN, :class:`DeepSpectrum`, built by
+  :func:`build_extractor`); a :class:`DeepSpectrum` passed to :func:`extract_to_file` is wrapped in
+  :class:`DeepSpectrumFeatures`. One row needs one spectrogram image
+  (:meth:`~sermodels.features.spectrogram_image.SpectrogramImage.min_samples`: ``n_fft`` samples for the toolkit's
+  uncentred STFT).
+- ``av_spnet``: the frozen front-end of a trained AV-SpNET model, the mean over the clip's 810 ms segments of the
+  flattened conv maps or of the shared FC layer (:class:`~sermodels.pipelines.model_features.AVSpNetFeatures`,
+  loaded by :func:`~sermodels.pipelines.model_features.load_av_spnet`). One row needs one whole segment
+  (``ceil(model.min_duration * rate)`` samples, 0.81 s).
 
 What is written
 - One row per file, or per window with ``window``/``hop`` (:func:`sermodels.features.windows.plan_windows`),
@@ -9,7 +23,9 @@ What is written
 - ``.csv``: the Deep Spectrum toolkit's columns ``name, timeStamp, neuron_0 .. neuron_{D-1}, class`` (numbered
   from 0, as the toolkit's feature writer enumerates the vector); ``timeStamp`` (the window's start, seconds from
   the file start) only when windowed, ``class`` only with labels. Values are written with 9 significant digits,
-  which round-trip float32 exactly.
+  which round-trip float32 exactly. Every extractor writes these column names (``neuron_i`` for AV-SpNET too): the
+  writers (:mod:`sermodels.pipelines.writers`) name the columns as the toolkit does, and one layout lets the same
+  reader take the output of either extractor; what the columns hold is in the settings of the run.
 - ``.npy``: the features alone, ``(rows, D)`` float32, and a sidecar ``<stem>.index.csv`` (``name, timeStamp?,
   class?``) whose line ``i`` describes row ``i``.
 - ``.parquet`` (needs pyarrow): columns ``name`` (string), ``timeStamp`` (float64, when windowed), ``class``
@@ -20,9 +36,8 @@ What is written
   flat folder, as the toolkit writes it), or the file name of a file given directly.
 - Files that cannot be used (missing, empty, corrupt, too short, an empty crop, non-finite features) are skipped,
   reported and listed in ``<stem>.errors.csv`` (``path, error``); an earlier errors file of the same output is
-  removed when a run has none. A ``window`` shorter than one spectrogram image needs
-  (:meth:`~sermodels.features.spectrogram_image.SpectrogramImage.min_samples`: ``n_fft`` samples for the toolkit's
-  uncentred STFT) is refused before any work.
+  removed when a run has none. A file, window or crop shorter than one row needs (above) fails as too short; a
+  ``window`` shorter than that is refused before any work.
 
 Labels
 - A table (``labels``: CSV, or TSV when its header has tabs and no commas) with a header row; the first column holds
@@ -34,10 +49,12 @@ Labels
 - Labels do not change the features: they are attached when the output is assembled.
 
 Resumable runs
-- Work goes into ``<out>.partial/``: ``settings.json`` (the extractor's ``config()``, its weights' identity and a
+- Work goes into ``<out>.partial/``: ``settings.json`` (the extractor's ``config()`` (Deep Spectrum: backbone,
+  layer, image and pooling; AV-SpNET: the model's architecture and arguments, and the layer), its weights' identity
+  (``hub:``/``random:``/``sha256:`` of a weights file; AV-SpNET: ``sha256:`` of the model's safetensors) and a
   sha256 of its state dict, window/crop, precision, the python/sermodels/torch/timm versions, and the device type when
   the precision is not fp32) and one ``shard-NNNNNN.npz`` (plain arrays, no pickle) per group of about
-  ``batch_size x GROUP_BATCHES`` images, written atomically (temporary file + rename) when the group's files are
+  ``batch_size x GROUP_BATCHES`` rows, written atomically (temporary file + rename) when the group's files are
   done. A file's rows (or its error) are in one shard, so an interruption loses at most the group in flight.
 - A run holds an exclusive lock on ``<out>.partial/lock`` (``fcntl.flock``) from start to end; a second run on the
   same output fails at once ("in use by another run") instead of mixing its shards in.
@@ -46,15 +63,16 @@ Resumable runs
   path, size and modification time (``st_mtime_ns``), so a file replaced or touched since is computed again; files
   that failed are retried, and a later success replaces the earlier error. Batch size and, in fp32, the device are
   not settings: a clip's features do not depend on its batch
-  (:class:`~sermodels.features.spectrogram_image.SpectrogramImage`); under bf16/fp16 autocast the kernels differ by
+  (:class:`~sermodels.features.spectrogram_image.SpectrogramImage`; AV-SpNET cuts each clip's segments from its
+  own samples); under bf16/fp16 autocast the kernels differ by
   device type, so the device type is one.
 - When every input is done, the output is assembled shard by shard into a temporary file renamed over ``out``, the
   sidecars are written, and the partial folder is removed.
 
-Batching: decoded files are grouped, their images (windows of several files together) sorted by length, and passed
-``batch_size`` at a time through the extractor under ``torch.inference_mode()``, in eval mode. The images are
-rendered in float32; ``precision`` (bf16, fp16 on CUDA) is an autocast of the backbone only, since a power
-spectrogram overflows float16.
+Batching: decoded files are grouped, their pieces (the whole file or its windows, of several files together) sorted
+by length, and passed ``batch_size`` at a time through the extractor under ``torch.inference_mode()``, in eval mode.
+Spectrograms are computed in float32; ``precision`` (bf16, fp16 on CUDA) is an autocast of the network only (Deep
+Spectrum's backbone, since a power spectrogram overflows float16; AV-SpNET's encoder and shared FC).
 """
 
 from __future__ import annotations
@@ -70,13 +88,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from sermodels._io import AtomicFile, atomic_write_text, sha256_of, software_versions
 from sermodels.features.deepspectrum import DS_BACKBONE, DeepSpectrum
-from sermodels.features.spectrogram_image import (
-    SpectrogramImage,
-)
+from sermodels.features.spectrogram_image import SpectrogramImage
 from sermodels.features.windows import plan_windows
 from sermodels.pipelines.engine import BatchEngine, Cut, Finished, steps
 from sermodels.pipelines.inputs import InputFile, assign_labels, list_inputs, read_label_table
@@ -91,7 +108,16 @@ from sermodels.pipelines.writers import (
 )
 from sermodels.runtime import autocast_dtype, weights_digest
 
-__all__ = ["OutputInUse", "OutputPaths", "build_extractor", "check_window", "extract_to_file"]
+__all__ = [
+    "DeepSpectrumFeatures",
+    "FeatureExtractor",
+    "OutputInUse",
+    "OutputPaths",
+    "as_extractor",
+    "build_extractor",
+    "check_window",
+    "extract_to_file",
+]
 
 FORMATS = tuple(FEATURE_WRITERS)  # .csv, .npy, .parquet
 DEFAULT_BATCH_SIZE = 32
@@ -164,6 +190,85 @@ def check_window(images: SpectrogramImage, window: float | None) -> None:
         )
 
 
+class FeatureExtractor:
+    """What the engine needs of a feature extractor: one vector of ``dim`` float32 features per waveform.
+
+    ``module`` is what runs (moved to the device, in eval mode; the sha256 of its state dict is a setting);
+    ``sample_rate`` the rate files are decoded at; :meth:`min_samples` the fewest samples one row needs (shorter
+    files, windows and crops are refused); :meth:`config` the JSON settings the features depend on besides the
+    weights; :meth:`features` the batch computation. ``name`` labels the progress bar, ``unit`` names what
+    :meth:`min_samples` is the need of in messages, ``nonfinite`` is the error of a file whose features are not
+    finite.
+    """
+
+    name = "features"
+    unit = "one row"
+    nonfinite = "the extractor produced non-finite features (NaN/Inf)"
+    module: nn.Module
+    sample_rate: int
+    dim: int
+
+    def min_samples(self) -> int:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def features(self, waveforms: torch.Tensor, lengths: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+        """Zero-padded waveforms ``(B, T)`` float32 and their lengths ``(B,)`` -> ``(B, dim)`` features; ``dtype``:
+        the autocast dtype (None: fp32)."""
+        raise NotImplementedError
+
+    def check_window(self, window: float | None) -> None:
+        """Refuse a window shorter than one row needs (every file would fail), before any work."""
+        if window is None:
+            return
+        rate, need = self.sample_rate, self.min_samples()
+        size = int(round(window * rate))
+        if size < need:
+            raise ValueError(
+                f"window {window} s is {size} samples at {rate} Hz; {self.unit} needs at least {need} samples "
+                f"({need / rate:.3f} s): use a longer --window"
+            )
+
+
+class DeepSpectrumFeatures(FeatureExtractor):
+    """A :class:`DeepSpectrum` for the engine. The images are rendered in float32; only the backbone runs under
+    autocast (a power spectrogram overflows float16)."""
+
+    name = "deepspectrum"
+    unit = "a spectrogram image"
+    nonfinite = "the backbone produced non-finite features (NaN/Inf)"
+
+    def __init__(self, extractor: DeepSpectrum):
+        self.module = extractor
+        self.sample_rate = extractor.images.sample_rate
+        self.dim = extractor.dim
+
+    def min_samples(self) -> int:
+        return self.module.images.min_samples()
+
+    def config(self) -> dict[str, Any]:
+        return self.module.config()
+
+    def features(self, waveforms: torch.Tensor, lengths: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+        images = self.module.images(waveforms, lengths)
+        with torch.autocast(waveforms.device.type, dtype=dtype, enabled=dtype is not None):
+            return self.module.features_of_images(images)
+
+    def check_window(self, window: float | None) -> None:
+        check_window(self.module.images, window)
+
+
+def as_extractor(extractor: DeepSpectrum | FeatureExtractor) -> FeatureExtractor:
+    """A :class:`DeepSpectrum` wrapped for the engine; a :class:`FeatureExtractor` as is."""
+    if isinstance(extractor, FeatureExtractor):
+        return extractor
+    if isinstance(extractor, DeepSpectrum):
+        return DeepSpectrumFeatures(extractor)
+    raise TypeError(f"extractor must be a DeepSpectrum or a FeatureExtractor, got {type(extractor).__name__}")
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -177,7 +282,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def extract_to_file(
     paths: Sequence[str | os.PathLike],
     out: str | os.PathLike,
-    extractor: DeepSpectrum,
+    extractor: DeepSpectrum | FeatureExtractor,
     *,
     window: float | None = None,
     hop: float | None = None,
@@ -194,17 +299,19 @@ def extract_to_file(
     verbose: bool = True,
     max_files: int | None = None,
 ) -> dict[str, Any]:
-    """Extract Deep Spectrum features of the audio files and folders in ``paths`` into ``out`` (module docstring).
+    """Extract the features of the audio files and folders in ``paths`` into ``out`` (module docstring).
 
+    ``extractor``: a :class:`FeatureExtractor`, or a :class:`DeepSpectrum` (wrapped in :class:`DeepSpectrumFeatures`).
     ``labels``: a label table file or a ``name -> label`` mapping. ``weights_id``: how the extractor's weights were
-    obtained (:func:`build_extractor`), stored with the settings. ``verbose``: resume counts and failures on
+    obtained (:func:`build_extractor`, :func:`~sermodels.pipelines.model_features.load_av_spnet`), stored with the
+    settings. ``verbose``: resume counts and failures on
     stderr. ``max_files``: process at most this many not-yet-done files in this call and return without assembling
     (``complete`` False, the partial folder kept); a later call goes on (test hook, and a way to bound a call).
 
     Returns ``out``, ``files`` (inputs), ``already_done`` (skipped: done by an earlier call; files that failed
     there are not done, they are retried), ``processed`` (by this call), ``failed`` (files in the errors file),
     ``rows``, ``dim``, ``complete``, ``errors`` (its path or None), ``seconds``. Raises :class:`OutputInUse` when
-    another run holds the output's lock, ValueError for a ``window`` shorter than one image needs.
+    another run holds the output's lock, ValueError for a ``window`` shorter than one row needs.
     """
     began = time.monotonic()
     where = OutputPaths.of(out)
@@ -213,9 +320,10 @@ def extract_to_file(
     device = resolve_device(device)
     dtype = autocast_dtype(precision, device)
     hop = hop if hop is not None or window is None else window
-    rate = extractor.images.sample_rate
+    extractor = as_extractor(extractor)
+    rate = extractor.sample_rate
     plan_windows(int(round(start * rate)) + 1, rate, window, hop, start, end)  # argument errors, before any work
-    check_window(extractor.images, window)
+    extractor.check_window(window)
     files = list_inputs(paths)
     table = read_label_table(labels) if isinstance(labels, (str, os.PathLike)) else labels
     file_labels = assign_labels(files, table, folder_labels)
@@ -223,7 +331,7 @@ def extract_to_file(
         "partial_format": PARTIAL_FORMAT,
         "extractor": extractor.config(),
         "weights": weights_id,
-        "weights_state_sha256": weights_digest(extractor),
+        "weights_state_sha256": weights_digest(extractor.module),
         "window": window,
         "hop": hop,
         "start": float(start),
@@ -233,25 +341,32 @@ def extract_to_file(
     }
     if precision != "fp32":  # autocast kernels differ by device type; fp32 features do not depend on the device
         settings["device_type"] = device.type
-    min_samples = extractor.images.min_samples()
+    min_samples = extractor.min_samples()
     engine = BatchEngine(
-        module=extractor,
+        module=extractor.module,
         sample_rate=rate,
         forward=partial(_features, extractor, dtype),
         combine=_stack,
-        cut=partial(_cut, rate=rate, min_samples=min_samples, crop={"window": window, "hop": hop, "start": start,
-                                                                     "end": end}),
+        cut=partial(_cut, rate=rate, min_samples=min_samples, unit=extractor.unit,
+                    crop={"window": window, "hop": hop, "start": start, "end": end}),
         min_duration=min_samples / rate,
         batch_size=batch_size,
         window_batches=GROUP_BATCHES,
         window_seconds=GROUP_MAX_SECONDS,
         device=device,
-        nonfinite="the backbone produced non-finite features (NaN/Inf)",
+        nonfinite=extractor.nonfinite,
     )  # fmt: skip
     with locked(where.partial):
         partial_folder = PartialFolder.open(where.partial, settings, restart)
         summary = _extract(
-            where, files, partial_folder, engine, progress=progress, verbose=verbose, max_files=max_files
+            where,
+            files,
+            partial_folder,
+            engine,
+            desc=extractor.name,
+            progress=progress,
+            verbose=verbose,
+            max_files=max_files,
         )
         summary["dim"] = extractor.dim
         if summary["complete"]:
@@ -262,26 +377,23 @@ def extract_to_file(
     return summary
 
 
-def _cut(samples: int, *, rate: int, min_samples: int, crop: dict[str, Any]) -> Cut:
-    """The file's image spans and their start times; a ValueError says why the crop leaves nothing usable."""
+def _cut(samples: int, *, rate: int, min_samples: int, unit: str, crop: dict[str, Any]) -> Cut:
+    """The file's row spans and their start times; a ValueError says why the crop leaves nothing usable."""
     windows = plan_windows(samples, rate, **crop)  # ValueError: the crop starts after the end of the file
     short = min(stop - begin for begin, stop in windows.spans)
     if short < min_samples:
         raise ValueError(
-            f"the window/crop leaves {short} samples ({short / rate:.3f} s); a spectrogram image needs at least "
-            f"{min_samples} ({min_samples / rate:.3f} s)"
+            f"the window/crop leaves {short} samples ({short / rate:.3f} s); {unit} needs at least {min_samples} "
+            f"({min_samples / rate:.3f} s)"
         )
     return Cut(windows.spans, windows.starts)
 
 
 def _features(
-    extractor: DeepSpectrum, dtype: torch.dtype | None, waveforms: torch.Tensor, lengths: torch.Tensor
+    extractor: FeatureExtractor, dtype: torch.dtype | None, waveforms: torch.Tensor, lengths: torch.Tensor
 ) -> list[torch.Tensor]:
-    """Padded waveforms and their lengths -> one feature vector ``(D,)`` float32 per row, on the CPU. The images
-    are rendered in float32; only the backbone runs under autocast."""
-    images = extractor.images(waveforms, lengths)
-    with torch.autocast(waveforms.device.type, dtype=dtype, enabled=dtype is not None):
-        features = extractor.features_of_images(images)
+    """Padded waveforms and their lengths -> one feature vector ``(D,)`` float32 per row, on the CPU."""
+    features = extractor.features(waveforms, lengths, dtype)
     if features.shape != (waveforms.shape[0], extractor.dim):
         expected = (waveforms.shape[0], extractor.dim)
         raise RuntimeError(f"the extractor returned features of shape {tuple(features.shape)}, expected {expected}")
@@ -298,6 +410,7 @@ def _extract(
     partial_folder: PartialFolder,
     engine: BatchEngine,
     *,
+    desc: str,
     progress: bool,
     verbose: bool,
     max_files: int | None,
@@ -312,7 +425,7 @@ def _extract(
     if max_files is not None:
         todo = todo[: max(0, max_files)]
     pending: list[Finished] = []
-    with steps(engine, [item.path for item in todo], desc="deepspectrum", progress=progress) as run:
+    with steps(engine, [item.path for item in todo], desc=desc, progress=progress) as run:
         for step in run:
             pending += step.finished
             if verbose:

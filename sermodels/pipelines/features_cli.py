@@ -1,6 +1,9 @@
-"""``sermodels features deepspectrum``: the arguments of :func:`~sermodels.pipelines.features.extract_to_file` and
-:func:`~sermodels.pipelines.features.build_extractor` on the command line (what is written: the module docstring of
-:mod:`sermodels.pipelines.features`)."""
+"""``sermodels features deepspectrum`` and ``sermodels features av_spnet``: the arguments of
+:func:`~sermodels.pipelines.features.extract_to_file` and of the extractor builders
+(:func:`~sermodels.pipelines.features.build_extractor`: Deep Spectrum, an ImageNet CNN on spectrogram images;
+:func:`~sermodels.pipelines.model_features.load_av_spnet`: the frozen front-end of a trained AV-SpNET model) on the
+command line. Both subcommands share the input, output, window, label and run options and write the same formats
+(what is written: the module docstring of :mod:`sermodels.pipelines.features`)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sermodels.features.deepspectrum import DS_BACKBONE
+from sermodels.features.deepspectrum import DS_BACKBONE, DeepSpectrum
 from sermodels.features.spectrogram_image import (
     DS_COLORMAP_DEFAULT,
     DS_HOP,
@@ -25,12 +28,14 @@ from sermodels.features.spectrogram_image import (
 from sermodels.layers.backbone import POOLS
 from sermodels.pipelines.features import (
     DEFAULT_BATCH_SIZE,
+    FeatureExtractor,
     OutputPaths,
     build_extractor,
     check_window,
     extract_to_file,
     resolve_device,
 )
+from sermodels.pipelines.model_features import LAYERS, load_av_spnet
 from sermodels.runtime import PRECISIONS, autocast_dtype
 
 MEL_SCALES = ("slaney", "htk")
@@ -38,6 +43,18 @@ MEL_NORMS = ("slaney", "none")  # CLI spelling; "none" is norm=None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``sermodels features deepspectrum`` and ``sermodels features av_spnet``; returns the first's parser."""
+    parser = _add_deepspectrum(sub)
+    _add_av_spnet(sub)
+    return parser
+
+
+def _add_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="IN", help="audio files or folders (searched recursively)")
+    p.add_argument("-o", "--out", required=True, help="output file: .csv, .npy (+ <stem>.index.csv) or .parquet")
+
+
+def _add_deepspectrum(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """``sermodels features deepspectrum``: arguments of :func:`extract_to_file` and :func:`build_extractor`."""
     p = sub.add_parser(
         "deepspectrum",
@@ -45,8 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Deep Spectrum features of audio files and folders (searched recursively), one row per file or "
         "per window. Interrupted runs resume from OUT.partial/ when rerun with the same settings.",
     )
-    p.add_argument("paths", nargs="+", metavar="IN", help="audio files or folders (searched recursively)")
-    p.add_argument("-o", "--out", required=True, help="output file: .csv, .npy (+ <stem>.index.csv) or .parquet")
+    _add_inputs(p)
     p.add_argument("--backbone", default=DS_BACKBONE, help=f"timm model name (default: {DS_BACKBONE})")
     p.add_argument(
         "--layer",
@@ -110,6 +126,43 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--resize", choices=RESIZES, default="nearest", help="image resampling (default: nearest)")
     p.add_argument("--pool", choices=POOLS, default="avg", help="4-D activations: average over space or flatten")
+    _add_run_options(p, rows="images", autocast="backbone")
+    p.set_defaults(run=run_cli)
+    return p
+
+
+def _add_av_spnet(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``sermodels features av_spnet``: arguments of :func:`extract_to_file` and :func:`load_av_spnet`."""
+    p = sub.add_parser(
+        "av_spnet",
+        help="AV-SpNET front-end features (a trained model's frozen encoder) of audio files to CSV/NPY/Parquet",
+        description="Features of audio files and folders (searched recursively) from the frozen front-end of a "
+        "trained AV-SpNET model: the mean over each file's (or window's) 810 ms segments of the flattened conv maps "
+        "or of the shared FC layer, one row per file or per window. Interrupted runs resume from OUT.partial/ when "
+        "rerun with the same settings.",
+    )
+    _add_inputs(p)
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="ID_OR_FOLDER",
+        help="a pretrained av_spnet id (av_spnet.<tag>) or a checkpoint folder (config.json + model.safetensors)",
+    )
+    p.add_argument(
+        "--layer",
+        choices=LAYERS,
+        default="conv",
+        help="conv: the flattened conv maps (the frozen front-end, model.flat_dim values); shared_fc: the shared FC "
+        "layer (1024 values) (default: conv)",
+    )
+    _add_run_options(p, rows="waveforms", autocast="encoder")
+    p.set_defaults(run=run_av_spnet_cli)
+    return p
+
+
+def _add_run_options(p: argparse.ArgumentParser, rows: str, autocast: str) -> None:
+    """Windows, crop, labels and how the job runs: the same for every extractor (``rows``: what a batch holds,
+    ``autocast``: what ``--precision`` applies to, in the help)."""
     p.add_argument("--window", type=float, default=None, metavar="S", help="one row per window of S seconds")
     p.add_argument("--hop", type=float, default=None, metavar="S", help="window hop in seconds (default: --window)")
     p.add_argument("--start", type=float, default=0.0, metavar="S", help="use the audio from S seconds on")
@@ -125,19 +178,17 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--batch-size",
         type=int,
         default=DEFAULT_BATCH_SIZE,
-        help=f"images per forward pass (default: {DEFAULT_BATCH_SIZE})",
+        help=f"{rows} per forward pass (default: {DEFAULT_BATCH_SIZE})",
     )
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument(
         "--precision",
         choices=tuple(PRECISIONS),
         default="fp32",
-        help="backbone autocast: fp32, bf16, or fp16 (CUDA only)",
+        help=f"{autocast} autocast: fp32, bf16, or fp16 (CUDA only)",
     )
     p.add_argument("--restart", action="store_true", help="discard OUT.partial/ of an earlier run instead of resuming")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(run=run_cli)
-    return p
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -170,6 +221,21 @@ def run_cli(args: argparse.Namespace) -> int:
     extractor, weights_id = build_extractor(
         args.backbone, weights=weights, layer=args.layer, image=image, pool=args.pool, seed=args.seed
     )
+    return _extract(args, where, extractor, weights_id)
+
+
+def run_av_spnet_cli(args: argparse.Namespace) -> int:
+    """Exit status 0, or 1 when some input files failed (errors the job cannot run past propagate: exit 2)."""
+    where = OutputPaths.of(args.out)
+    autocast_dtype(args.precision, resolve_device(args.device))  # before loading a model
+    extractor, weights_id = load_av_spnet(args.model, args.layer)
+    return _extract(args, where, extractor, weights_id)
+
+
+def _extract(
+    args: argparse.Namespace, where: OutputPaths, extractor: DeepSpectrum | FeatureExtractor, weights_id: str
+) -> int:
+    """Run :func:`extract_to_file` with the shared options and report on stderr."""
     summary = extract_to_file(
         args.paths,
         where.out,

@@ -77,8 +77,11 @@ def test_padded_batch_equals_each_clip_alone():
         together = net(batch, lengths, head="emo")
         alone = torch.cat([net(w[None], head="emo") for w in waves])
         embedded = net.embed(batch, lengths)
+        embedded_alone = torch.cat([net.embed(w[None]) for w in waves])
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
     assert embedded.shape == (3, net.flat_dim)
+    # the conv maps too: the last frames of a shorter clip see its reflection, not the batch's zero padding
+    torch.testing.assert_close(embedded, embedded_alone, atol=1e-5, rtol=1e-5)
 
 
 def test_vote_is_the_majority_of_segments():
