@@ -11,13 +11,15 @@ import pytest
 import torch
 from conftest import corpus_root
 
-from sermodels import load
+from sermodels import create_model, load
 from sermodels.cli import main as cli_main
 from sermodels.data.proxy import proxy_table
 from sermodels.training.av_spnet import (
     PROXY_CORPUS,
     fit_segment_head,
+    fit_whole_network,
     nested_fractions,
+    network_vote,
     objective_weights,
     pretrain,
     release,
@@ -61,6 +63,19 @@ def test_segment_head_learns_and_votes_deterministically():
     owner = torch.arange(180) // 3  # 60 "utterances" of 3 segments, each of one class
     decided = vote(head, features, owner, 60)
     assert (decided == labels[::3].numpy()).mean() > 0.9
+
+
+def test_trainable_encoder_learns_with_its_head():
+    torch.manual_seed(0)
+    net = create_model("av_spnet", domains={"t": ["a", "b"]}, channels=4, n_bins=40, segment_frames=20)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    labels = torch.arange(2).repeat_interleave(40)
+    segments = torch.randn(80, 1, 40, 20) + labels[:, None, None, None] * torch.linspace(-1, 1, 40)[:, None]
+    fit_whole_network(net, segments, labels, "t", seed=0, epochs=4, batch_size=16)
+    assert not torch.equal(before["stage1.0.weight"], net.stage1[0].weight)
+    assert torch.equal(before["decoder_fc.0.weight"], net.decoder_fc[0].weight)  # the decoder is not trained
+    decided = network_vote(net, segments, torch.arange(80) // 2, 40, "t")
+    assert (decided == labels[::2].numpy()).mean() > 0.9
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 #   recipes/av_spnet/release.sh [checkpoints/av_spnet.proxy4] [--reuse-run]
 # 1. The proxy arousal table of the four corpora (pitch and intensity ranks per speaker, §2.2.2; emotion labels
 #    unused), each corpus's fixed split kept (python -m sermodels.data.proxy).
-# 2. `sermodels train` fits recipes/av_spnet/pretrain_all.yaml into runs/av_spnet.proxy4 (300 CPU steps; --reuse-run
+# 2. `sermodels train` fits recipes/av_spnet/pretrain_all.yaml into runs/av_spnet.proxy4 (200 CPU steps; --reuse-run
 #    keeps a finished run).
 # 3. The release stores its weights as float16 (24 MB instead of 49; loaded into float32 parameters).
 # 4. `sermodels evaluate` scores the proxy head on the held-out test speakers of the four corpora (metrics.json);

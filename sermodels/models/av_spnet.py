@@ -397,5 +397,3 @@ def per_clip_mean(values: Tensor, owner: Tensor, clips: int) -> Tensor:
 def segment_count(samples: int, hop_length: int = FRONTEND["hop_length"], frames: int = SEGMENT_FRAMES) -> int:
     """Whole segments in a clip of ``samples`` (centred frames: ``1 + samples // hop``)."""
     return max(1, (1 + samples // hop_length) // frames)
-
-

@@ -47,8 +47,8 @@ PRETRAIN_BATCH = 32
 #: Recognition heads: Adam at 1e-3 (§3.1.1's SGD at 1e-5 does not move a new head in a CPU budget of epochs).
 HEAD_LR = 1e-3
 HEAD_BATCH = 128
-HEAD_EPOCHS = 4
-HEAD_MIN_STEPS = 40  # small training sets (URDU at 25 %: ~200 segments) still get this many updates
+HEAD_EPOCHS = 3
+HEAD_MIN_STEPS = 30  # small training sets (URDU at 25 %: ~200 segments) still get this many updates
 
 
 def objective_weights(objective: str, alpha: float = DEFAULT_ALPHA) -> dict[str, float]:
@@ -211,6 +211,54 @@ def fit_segment_head(
     return head.eval()
 
 
+def fit_whole_network(
+    net,
+    segments: torch.Tensor,
+    labels: torch.Tensor,
+    head: str,
+    *,
+    seed: int,
+    epochs: int = HEAD_EPOCHS,
+    batch_size: int = PRETRAIN_BATCH,
+    lr: float = HEAD_LR,
+    min_steps: int = HEAD_MIN_STEPS,
+):
+    """Train the encoder and the recognition ``head`` of ``net`` together on standardised segments ``(N, 1, bins,
+    frames)`` with labels ``(N,)`` (Table 3's R row with a trainable encoder): Adam, class-weighted cross-entropy,
+    ``max(epochs × ⌈N / batch⌉, min_steps)`` updates, seeded by ``seed``. Returns ``net`` in evaluation mode."""
+    generator = torch.Generator().manual_seed(seed)
+    classes = len(net.heads[head])
+    counts = torch.bincount(labels, minlength=classes).float()
+    weight = torch.where(counts > 0, counts.sum() / (classes * counts.clamp(min=1)), torch.zeros_like(counts))
+    params = [*net.stage1.parameters(), *net.stage2.parameters(), *net.head_parameters(head)]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    steps = max(epochs * math.ceil(len(labels) / batch_size), min_steps)
+    net.train()
+    order, position = torch.randperm(len(labels), generator=generator), 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        for _ in range(steps):
+            if position >= len(order):
+                order, position = torch.randperm(len(labels), generator=generator), 0
+            index = order[position : position + batch_size]
+            position += batch_size
+            if len(index) < 2:  # BN needs two segments
+                continue
+            logits = net.segment_logits(net.encode(segments[index]), head)
+            loss = F.cross_entropy(logits, labels[index], weight=weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return net.eval()
+
+
+@torch.no_grad()
+def network_vote(net, segments: torch.Tensor, owner: torch.Tensor, clips: int, head: str) -> np.ndarray:
+    """Utterance decisions of a whole network (:func:`fit_whole_network`) by the segments' majority vote."""
+    logits = torch.cat([net.segment_logits(net.encode(block), head) for block in segments.split(128)])
+    return net.pool_segments(logits, owner, clips, head).argmax(-1).numpy()
+
+
 @torch.no_grad()
 def vote(head: torch.nn.Module, features: torch.Tensor, owner: torch.Tensor, clips: int) -> np.ndarray:
     """Utterance decisions: the majority vote of the segments (§2.3), ties to the higher mean probability
@@ -224,9 +272,7 @@ def vote(head: torch.nn.Module, features: torch.Tensor, owner: torch.Tensor, cli
     return share.argmax(-1).numpy()
 
 
-def nested_fractions(
-    labels: np.ndarray, fractions: tuple[float, ...], seed: int
-) -> dict[float, np.ndarray]:
+def nested_fractions(labels: np.ndarray, fractions: tuple[float, ...], seed: int) -> dict[float, np.ndarray]:
     """Indices of each fraction of ``labels``' items, stratified by class and nested (a smaller fraction is a subset
     of every larger one): per class a seeded permutation of which the first ``⌈f · n_c⌉`` are taken."""
     rng = np.random.default_rng(seed)
