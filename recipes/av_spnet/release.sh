@@ -22,7 +22,7 @@ $python -m sermodels.data.proxy --corpora emodb ravdess emovo urdu --out "$table
 if [ "$reuse" != "--reuse-run" ] || [ ! -f "$run/config.json" ]; then
   $bin train --config recipes/av_spnet/pretrain_all.yaml --output "$run"
 fi
-$python -m sermodels.training.av_spnet release "$run" --out "$out" --store-dtype float16
+$python -m sermodels.training.av_spnet release "$run" --out "$out" --store-dtype float16 --table "$table"
 reports="runs/$(basename "$out")"
 rm -f "$out/metrics.json"
 $bin evaluate --model "$out" --corpus folder:proxy --root "$table" --split test --no-progress \

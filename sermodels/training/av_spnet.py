@@ -299,16 +299,20 @@ LIMITATIONS = [
 ]
 
 
-def release(run: str | Path, out: str | Path, store_dtype: str | None = None) -> Path:
+def release(run: str | Path, out: str | Path, store_dtype: str | None = None, table: str | Path | None = None) -> Path:
     """Copy a trained run (``sermodels train --output``) into a release folder, optionally with its weights stored in
     ``store_dtype`` (``float16``: half the size; :func:`~sermodels.checkpoint.load_folder` loads them into float32
-    parameters), with the family's limitations and the CPU schedule in the card."""
+    parameters), with the family's limitations and the CPU schedule in the card. With the proxy ``table`` it was
+    trained on, the card names the corpora whose audio it learnt from (their licences bind the model) instead of the
+    generic ``proxy`` corpus."""
     from sermodels.checkpoint import RESERVED_CONFIG_KEYS, load_folder, read_config, save_pretrained
 
     run, out = Path(run), Path(out)
     model = load_folder(run)
     config = read_config(run)
     extra = {key: value for key, value in config.items() if key not in RESERVED_CONFIG_KEYS}
+    if table is not None:
+        extra["training"] = {**(extra.get("training") or {}), **source_corpora(table)}
     schedule = (extra.get("training") or {}).get("schedule_run") or {}
     notes = [
         f"Pre-trained for {schedule.get('optimizer_steps')} optimiser steps of "
@@ -328,6 +332,34 @@ def release(run: str | Path, out: str | Path, store_dtype: str | None = None) ->
     return out
 
 
+def source_corpora(table: str | Path) -> dict[str, Any]:
+    """The corpora of a proxy table as a model card lists training corpora (metadata, licence, speakers, split), the
+    table's size and label balance, and what was used of them (the audio, not the emotion labels)."""
+    import csv
+
+    from sermodels.data import load_corpus
+    from sermodels.data.proxy import default_root
+
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    names = list(dict.fromkeys(row["corpus"] for row in rows))
+    corpora = []
+    for name in names:
+        info = load_corpus(name, default_root(name)).info()
+        corpora.append({k: v for k, v in info.items() if k != "root"} | {"used": "audio only (proxy labels)"})
+    labels = [row["label"] for row in rows]
+    return {
+        "corpora": corpora,
+        "split": {name: "fixed" for name in names},
+        "proxy_table": {
+            "rows": len(rows),
+            "labels": {label: labels.count(label) for label in sorted(set(labels))},
+            "partitions": {p: sum(row["split"] == p for row in rows) for p in ("train", "dev", "test")},
+            "labeller": "sermodels.data.proxy (YIN median pitch and median intensity, per-speaker ranks, §2.2.2)",
+        },
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sermodels.training.av_spnet", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -344,12 +376,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("run")
     p.add_argument("--out", required=True)
     p.add_argument("--store-dtype", choices=["float16", "bfloat16"], default=None)
+    p.add_argument("--table", default=None, help="the proxy table it was trained on (the card names its corpora)")
     args = parser.parse_args(argv)
     if args.command == "pretrain":
         folder = pretrain(args.table, args.out, objective=args.objective, alpha=args.alpha, steps=args.steps,
                           batch_size=args.batch_size, seed=args.seed, init_from=args.init_from)  # fmt: skip
     else:
-        folder = release(args.run, args.out, args.store_dtype)
+        folder = release(args.run, args.out, args.store_dtype, args.table)
     print(f"wrote {folder}")
     return 0
 
