@@ -10,8 +10,9 @@ sermodels evaluate --model ID --corpus NAME --root DIR [--split test|dev|loso|cv
 sermodels fit-svm --config RECIPE.yaml [key=value ...]
 sermodels fit-deep-spectrum --config RECIPE.yaml [key=value ...]   Deep Spectrum features + SVM or linear head
 sermodels finetune --from ID --data DIR_OR_CSV --out DIR [--regime adapters|head|full]   a multi-domain model
-                                                    (EmoNet, ...) on your corpus, as a new head [--name NAME]
+                                                    (EmoNet, AV-SpNET, ...) on your corpus, as a new head [--name NAME]
 sermodels features deepspectrum IN... -o OUT.csv|.npy|.parquet [--backbone NAME --window S ...]   Deep Spectrum features
+sermodels features av_spnet IN... -o OUT --model ID [--layer conv|shared_fc --window S ...]   AV-SpNET features
 sermodels daylong RECORDING... --out DIR [--model ID --vad auto|silero|energy --devices N]   speech segments of long
                                                     recordings with arousal/valence: tables, plot, HTML, TextGrid/ELAN
 sermodels annotate select DAYLONG_OUT... --out SEL [--budget N]   medoid-ranked segments to label (TextGrid/ELAN/CSV)
@@ -446,13 +447,13 @@ def _finetune_parser(sub) -> None:
 
     p = sub.add_parser(
         "finetune",
-        help="fine-tune a pretrained multi-domain model (EmoNet, ...) on your own class folders or CSV/TSV table",
+        help="fine-tune a pretrained multi-domain model (EmoNet, AV-SpNET, ...) on your class folders or CSV/TSV",
     )
     p.add_argument(
         "--from",
         dest="base",
         required=True,
-        help="pretrained multi-domain model: id (default, mobilenetv2_adapters.multi4, emonet_wrn.multi4) or folder",
+        help="pretrained multi-domain model: id (default, emonet_wrn.multi4, av_spnet.proxy4, ...) or folder",
     )
     p.add_argument("--data", required=True, help="folder with one sub-folder per class, or a CSV/TSV table")
     p.add_argument("--out", required=True, help="checkpoint folder to write")

@@ -7,7 +7,8 @@
 - :mod:`~sermodels.pipelines.writers`: CSV / JSON / NPY / Parquet outputs;
 - :mod:`~sermodels.pipelines.predict`: ``sermodels predict`` (:func:`predict_files`, :func:`run_predictions`);
 - :mod:`~sermodels.pipelines.terminal`: the table ``sermodels predict`` prints (a row per file);
-- :mod:`~sermodels.pipelines.features`: ``sermodels features deepspectrum`` (imported on its own: it needs timm);
+- :mod:`~sermodels.pipelines.features`: ``sermodels features deepspectrum`` and ``av_spnet``
+  (:mod:`~sermodels.pipelines.model_features`); imported on its own: it needs timm;
 - daylong recordings (NICU paper), each imported on its own: :mod:`~sermodels.pipelines.vad` (voice activity) and
   :mod:`~sermodels.pipelines.segments` (segment rules), :mod:`~sermodels.pipelines.readout` (arousal/valence from
   any head), :mod:`~sermodels.pipelines.daylong` (one recording, resumable per block),
