@@ -30,6 +30,7 @@ Parts (each merges its key into ``benchmarks/results/av_spnet.json``):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -183,8 +184,11 @@ def folds_of(items, labels: np.ndarray, classes: list[str]) -> list[np.ndarray]:
 
 
 def features_of(held_out: str, row: str, items) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cached conv features of every segment of the target's items (``runs/av_spnet/features``)."""
-    path = RUNS / "features" / f"{held_out}_{row}.npz"
+    """Cached conv features of every segment of the target's items (``runs/av_spnet/features``, keyed by the
+    front-end's weights: a re-trained front-end is not read from an older cache)."""
+    source = RUNS / f"loco_{held_out}" / ("AE" if row == "R" else row) / "model.safetensors"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    path = RUNS / "features" / f"{held_out}_{row}_{digest}.npz"
     if path.is_file():
         with np.load(path) as stored:
             return torch.from_numpy(stored["features"].astype(np.float32)), torch.from_numpy(stored["owner"])
@@ -227,15 +231,20 @@ def run_row(features, owner, labels, test_masks, seeds, classes: int) -> dict[st
 
 
 def paired(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Paired t-test of two rows over the same (seed, fold) runs, per fraction: mean difference a − b and p."""
+    """Paired t-test of two rows per fraction over the folds (each fold's UAR averaged over the seeds first: the seeds
+    share the folds, the front-end and its pre-training, so they are not independent samples): mean difference
+    a − b and p (n = folds; uncorrected for the number of fractions and corpora)."""
     from scipy.stats import ttest_rel
 
     out = {}
     for fraction in a:
-        x = np.ravel(a[fraction]["per_seed_fold"])
-        y = np.ravel(b[fraction]["per_seed_fold"])
+        if not isinstance(a[fraction], dict) or not isinstance(b.get(fraction), dict):
+            continue  # wall_seconds, or a fraction the other row did not run
+        x = np.mean(a[fraction]["per_seed_fold"], axis=0)
+        y = np.mean(b[fraction]["per_seed_fold"], axis=0)
         test = ttest_rel(x, y)
-        out[fraction] = {"difference": round(float(np.mean(x - y)), 4), "p": round(float(test.pvalue), 4)}
+        out[fraction] = {"difference": round(float(np.mean(x - y)), 4), "p": round(float(test.pvalue), 4),
+                         "folds": len(x)}  # fmt: skip
     return out
 
 
@@ -251,6 +260,7 @@ def downstream_part(data: Path, targets: Sequence[str], seeds: Sequence[int], re
             rows[row]["wall_seconds"] = round(time.perf_counter() - started, 1)
             log(f"{target} {row}: " + ", ".join(f"{f}: {rows[row][str(f)]['mean']:.3f}" for f in FRACTIONS))
         entry = {
+            "seeds": list(seeds),
             "classes": classes,
             "utterances": len(items),
             "segments": int(len(owner)),
@@ -288,7 +298,8 @@ def trainable_part(
             rows = {f: [] for f in fractions}
             for fold, test in enumerate(test_masks):
                 train_items, test_items = np.flatnonzero(~test), np.flatnonzero(test)
-                picks = nested_fractions(labels[train_items], FRACTIONS, seed * 100 + fold)
+                # the same draw as the frozen rows: a class's permutation depends on the seed and fold only
+                picks = nested_fractions(labels[train_items], tuple(fractions), seed * 100 + fold)
                 test_rows = torch.from_numpy(np.isin(owner.numpy(), test_items))
                 test_owner = torch.from_numpy(np.searchsorted(test_items, owner[test_rows].numpy()))
                 for fraction in fractions:
@@ -352,8 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results[part] = {**results.get(part, {}), **result} if part == "pretrain" else result
             results.setdefault("timing", {})[part] = round(time.perf_counter() - started, 1)
             results["paper"] = PAPER
-            protocol = {"fractions": list(FRACTIONS), "folds": FOLDS, "seeds": list(args.seeds),
-                        "pretrain_steps": args.steps, "rows": list(ROWS)}  # fmt: skip
+            # what each part ran with (a downstream entry also records its seeds, a pre-training its steps)
+            protocol = {"fractions": list(FRACTIONS), "folds": FOLDS, "rows": list(ROWS)}
+            protocol |= {"seeds": list(args.seeds)} if part == "downstream" else {}
+            protocol |= {"pretrain_steps": args.steps} if part == "pretrain" else {}
             results["protocol"] = {**results.get("protocol", {}), **protocol}
             results["environment"] = environment()
         log(f"{part} done")

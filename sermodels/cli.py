@@ -463,8 +463,9 @@ def _finetune_parser(sub) -> None:
     p.add_argument(
         "--max-duration",
         type=float,
-        default=ft.DEFAULT_MAX_DURATION,
-        help=f"training crop in seconds (default: {ft.DEFAULT_MAX_DURATION:g})",
+        default=None,
+        help=f"training crop in seconds (default: the family's, AV-SpNET 0.81 = one segment; else "
+        f"{ft.DEFAULT_MAX_DURATION:g})",
     )
     p.add_argument(
         "--lr",
@@ -500,7 +501,7 @@ def _finetune(args) -> int:
         regime=args.regime,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        max_duration=args.max_duration,
+        max_duration="auto" if args.max_duration is None else args.max_duration,
         lr=args.lr,
         patience=args.patience,
         name=args.name,

@@ -136,3 +136,4 @@ def test_finetune_trains_a_head_on_the_frozen_encoder(emodb_proxy, tmp_path, cap
     torch.testing.assert_close(base.shared_fc[0].weight, tuned.shared_fc[0].weight)
     config = json.loads((out / "config.json").read_text())
     assert config["training"]["optimizer"]["name"] == "adam"  # the family's transfer optimiser
+    assert config["training"]["max_duration"] == 0.81  # one random segment per clip and epoch: per-segment training

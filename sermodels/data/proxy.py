@@ -27,8 +27,8 @@ Choices the papers leave open, made here:
 
 Measured agreement with the Table 2 arousal of the categories (UAR, full corpora): EMO-DB 0.589, RAVDESS 0.796,
 EMOVO 0.759, URDU 0.498. EMO-DB's files are peak-normalised (every peak is 1.0), which turns median intensity
-against arousal (0.224 alone; f0 alone 0.905); in URDU every speaker id has a single category, so per-speaker
-baselines cancel it.
+against arousal (0.224 alone; f0 alone 0.905); in URDU most speaker ids (26 of 29) have a single category, so
+per-speaker baselines cancel it. A corpus without speakers cannot have per-speaker baselines: it is refused.
 
 Command: ``python -m sermodels.data.proxy --corpora emodb ravdess emovo urdu --out /tmp/proxy_all.csv`` writes the
 table (readable by ``load_corpus("folder", table)``) and prints the agreement. Per-file prosody is cached (JSON,
@@ -239,6 +239,9 @@ def proxy_table(
 def _corpus_rows(name: str, root: Path, cache: Path | None) -> list[list[str]]:
     """Table rows of one corpus: its items scored against baselines of their own speakers."""
     corpus = load_corpus(name, root)
+    if any(item.speaker is None for item in corpus.items):
+        raise ValueError(f"{name} at {root}: proxy labels rank an utterance among its speaker's, and some items have "
+                         "no speaker (give a table with a speaker column)")  # fmt: skip
     partition = {item.id: part for part, items in corpus.split("fixed").items() for item in items}
     unplaced = [item.id for item in corpus.items if item.id not in partition]
     if unplaced:

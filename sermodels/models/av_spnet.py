@@ -30,16 +30,25 @@ Departures, all documented:
   of the two logits) and lets every regime, metric and ``predict`` treat it as any categories head.
 - Normalisation is not stated: the log spectrogram is standardised per frequency bin with a mean and standard
   deviation fitted on the pre-training audio (:meth:`AVSpNet.fit_input_statistics`) and stored in the checkpoint.
+- Readings of §3.1.1 where the text is terse: the pooling stride equals its 3×3 size; the final "convolution
+  layer of 1 kernel" is one 1×1 kernel; a recognition head starts a new FC 1024 on the conv maps (§2.3: "stack
+  three fully-connected layers" on the frozen encoder) rather than reusing the pre-trained shared FC.
+- Loss scales: Eq. (5)–(6) are sums; the multitask regime uses the mean squared error over a segment's 16 000
+  values and the batch-mean cross-entropy (class-weighted; the proxy labels are balanced by construction), so an
+  α here is not the paper's α on the same scale (it is not reported either).
 - Activations of the FC layers are not stated: ReLU. Dropout rate (not stated): 0.5. The deconvolution stages
   upsample to the size before pooling (nearest neighbour) and apply a transposed 3×3 convolution (undoing the
   unpadded one) and a padded 3×3 convolution, each with BN and ReLU, in the encoder's reverse order.
 - Utterance output: the recognition network votes per segment (§2.3); the returned scores are the vote shares
-  plus the mean segment probability as a tie-break, renormalised (``pooling="vote"``; their argmax is the majority
-  vote, ties going to the higher mean probability). In training mode, and with ``pooling="mean"``, the output is
-  the mean of the segments' log-probabilities (differentiable). Segments start at the first frame; the frames after
-  the last whole segment are not used. A clip shorter than one segment is padded with the normalised mean (zero)
-  to one segment. Each clip of a zero-padded batch is continued past its end by reflection before the STFT, as the
-  centred STFT pads a clip that is alone, so a clip scores the same alone and in a batch.
+  plus the (arithmetic) mean segment probability as a tie-break, renormalised (``pooling="vote"``,
+  :func:`vote_shares`; their argmax is the majority vote, ties going to the higher mean probability). In training
+  mode, and with ``pooling="mean"``, the output is the mean of the segments' log-probabilities (differentiable).
+  Training through the task regimes therefore uses one random 810 ms crop per clip (``max_duration=0.81``, the
+  family's :attr:`AVSpNet.training_crop_seconds`, which ``sermodels finetune`` applies): one segment per clip and
+  epoch, i.e. per-segment training as §2.3. Segments start at the first frame; the frames after the last whole
+  segment are not used. A clip shorter than one segment is padded with the normalised mean (zero) to one segment;
+  clips of 25 ms or less are refused. Each clip of a zero-padded batch is continued past its end by reflection
+  before the STFT, as the centred STFT pads a clip that is alone, so a clip scores the same alone and in a batch.
 """
 
 from __future__ import annotations
@@ -146,6 +155,8 @@ class AVSpNet(MultiDomainModel):
 
     family = "AV-SpNET"
     min_duration = SEGMENT_SECONDS
+    # Per-segment training (§2.3) through the task regimes: one random segment per clip and epoch.
+    training_crop_seconds = SEGMENT_SECONDS
     default_chunk_seconds = 60.0
     # §3.1.1 fine-tunes with SGD at 1e-5; on a CPU schedule of a few epochs that does not move the new head (a new
     # head on a frozen encoder trains well with Adam at the pre-training rate, §3.1.1's 1e-3).
@@ -276,11 +287,18 @@ class AVSpNet(MultiDomainModel):
 
     # ---- input -----------------------------------------------------------------------------------------------------
     def log_spectrogram(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``(B, n_bins, frames)`` log magnitude of the lowest bins (not standardised) and valid frames ``(B,)``."""
+        """``(B, n_bins, frames)`` log magnitude of the lowest bins (not standardised) and valid frames ``(B,)``.
+        Clips of ``n_fft // 2`` samples or fewer (25 ms) are refused: the centred STFT cannot pad them."""
         lengths = valid_lengths(waveforms, lengths)
         extra = self.spectrogram.n_fft // 2
-        if waveforms.shape[0] > 1 and bool((lengths > extra).all()):
-            # each clip continued past its end as the centred STFT pads a clip alone: a batch scores as its clips
+        if bool((lengths <= extra).any()):
+            raise ValueError(
+                f"AV-SpNET needs clips longer than {extra} samples (its segments are {self.min_duration} s); got "
+                f"lengths {lengths.tolist()}"
+            )
+        if bool((lengths < waveforms.shape[-1]).any()):
+            # each clip continued past its end as the centred STFT pads a clip alone: a clip scores the same alone,
+            # zero-padded, or in a batch
             waveforms = reflect_tails(waveforms, lengths, extra)
         spec = self.spectrogram(waveforms.float())[:, : self.n_bins]
         valid = self.spectrogram.num_frames(lengths).clamp(max=spec.shape[-1])
@@ -367,23 +385,32 @@ class AVSpNet(MultiDomainModel):
         return per_clip_mean(features, owner, waveforms.shape[0])
 
     def pool_segments(self, logits: Tensor, owner: Tensor, clips: int, head: str | None = None) -> Tensor:
-        """Per-segment outputs -> one per clip: the vote (evaluation, ``pooling="vote"``, categories heads) or the
-        mean of the log-probabilities (training; values for dimensional heads)."""
+        """Per-segment outputs -> one per clip: the vote (evaluation, ``pooling="vote"``, categories heads:
+        :func:`vote_shares` as log-probabilities) or the mean of the log-probabilities (training; values for
+        dimensional heads)."""
         if self.output_spec(head).kind != "categories":
             return per_clip_mean(logits, owner, clips)
         logp = logits.float().log_softmax(dim=-1)
-        mean = per_clip_mean(logp, owner, clips)
         if self.training or self.pooling == "mean":
-            return mean.to(logits.dtype)
-        votes = per_clip_mean(F.one_hot(logp.argmax(-1), logp.shape[-1]).float(), owner, clips)
-        share = votes + mean.exp() / (torch.bincount(owner, minlength=clips).clamp(min=1)[:, None] + 1)
-        return torch.log(share / share.sum(-1, keepdim=True)).to(logits.dtype)
+            return per_clip_mean(logp, owner, clips).to(logits.dtype)
+        return vote_shares(logp.exp(), owner, clips).clamp_min(1e-30).log().to(logits.dtype)
 
     def forward(self, waveforms: Tensor, lengths: Tensor | None = None, head: str | None = None) -> Tensor:
         name = self.resolve_head(head)
         segments, owner = self.segments(waveforms, lengths)
         logits = self.segment_logits(self.encode(segments), name)
         return self.bounded(self.pool_segments(logits, owner, waveforms.shape[0], name), name)
+
+
+def vote_shares(probs: Tensor, owner: Tensor, clips: int) -> Tensor:
+    """Segment probabilities ``(N, C)`` -> per clip ``(clips, C)``: the share of its segments voting for each class
+    plus the class's mean probability over the segments divided by (segments + 1), renormalised. The argmax is the
+    majority vote (§2.3) and a tie goes to the higher mean probability: one vote (1/n) outweighs any tie-break
+    (< 1/(n + 1))."""
+    votes = per_clip_mean(F.one_hot(probs.argmax(-1), probs.shape[-1]).to(probs.dtype), owner, clips)
+    counts = torch.bincount(owner, minlength=clips).clamp(min=1).to(probs.dtype)[:, None]
+    share = votes + per_clip_mean(probs, owner, clips) / (counts + 1)
+    return share / share.sum(-1, keepdim=True)
 
 
 def per_clip_mean(values: Tensor, owner: Tensor, clips: int) -> Tensor:

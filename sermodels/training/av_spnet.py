@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sermodels.models.av_spnet import HEAD_HIDDEN, SEGMENT_SECONDS, _mlp
+from sermodels.models.av_spnet import HEAD_HIDDEN, SEGMENT_SECONDS, _mlp, vote_shares
 
 OBJECTIVES = ("av_spnet", "proxy", "autoencoder")
 PROXY_CORPUS = "proxy"  # the head (and generic corpus) name of the proxy labels
@@ -183,31 +183,13 @@ def fit_segment_head(
     min_steps: int = HEAD_MIN_STEPS,
 ) -> torch.nn.Module:
     """The recognition network of §2.3 (FC 1024 → 512 → 128 → dropout → output) trained on frozen segment features
-    ``(N, D)`` with labels ``(N,)``: Adam, class-weighted cross-entropy (inverse class frequency of the segments),
-    ``max(epochs × ⌈N / batch⌉, min_steps)`` updates. Seeded by ``seed`` alone (initialisation and batch order)."""
-    generator = torch.Generator().manual_seed(seed)
+    ``(N, D)`` with labels ``(N,)`` (:func:`train_segments`). Seeded by ``seed`` alone (initialisation, batch order,
+    dropout)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = _mlp((features.shape[1], *HEAD_HIDDEN), classes, 0.5)
-    counts = torch.bincount(labels, minlength=classes).float()
-    weight = torch.where(counts > 0, counts.sum() / (classes * counts.clamp(min=1)), torch.zeros_like(counts))
-    optimizer = torch.optim.Adam(head.parameters(), lr=lr)
-    per_epoch = math.ceil(len(labels) / batch_size)
-    steps = max(epochs * per_epoch, min_steps)
-    head.train()
-    order = torch.randperm(len(labels), generator=generator)
-    position = 0
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + 1)  # dropout masks
-        for _ in range(steps):
-            if position >= len(order):
-                order, position = torch.randperm(len(labels), generator=generator), 0
-            index = order[position : position + batch_size]
-            position += batch_size
-            loss = F.cross_entropy(head(features[index]), labels[index], weight=weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    train_segments(head, list(head.parameters()), features, labels, classes, seed=seed, epochs=epochs,
+                   batch_size=batch_size, lr=lr, min_steps=min_steps)  # fmt: skip
     return head.eval()
 
 
@@ -224,32 +206,62 @@ def fit_whole_network(
     min_steps: int = HEAD_MIN_STEPS,
 ):
     """Train the encoder and the recognition ``head`` of ``net`` together on standardised segments ``(N, 1, bins,
-    frames)`` with labels ``(N,)`` (Table 3's R row with a trainable encoder): Adam, class-weighted cross-entropy,
-    ``max(epochs × ⌈N / batch⌉, min_steps)`` updates, seeded by ``seed``. Returns ``net`` in evaluation mode."""
+    frames)`` with labels ``(N,)`` (Table 3's R row with a trainable encoder; :func:`train_segments`). Returns
+    ``net`` in evaluation mode."""
+    params = [*net.stage1.parameters(), *net.stage2.parameters(), *net.head_parameters(head)]
+    net.train()
+    train_segments(
+        lambda x: net.segment_logits(net.encode(x), head),
+        params,
+        segments,
+        labels,
+        len(net.heads[head]),
+        seed=seed,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        min_steps=min_steps,
+        min_batch=2,
+    )  # fmt: skip  (BN needs two segments)
+    return net.eval()
+
+
+def train_segments(
+    forward,
+    params: list[torch.nn.Parameter],
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    classes: int,
+    *,
+    seed: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    min_steps: int,
+    min_batch: int = 1,
+) -> None:
+    """Per-segment training: Adam over ``params``, class-weighted cross-entropy (inverse class frequency of the
+    segments) of ``forward(inputs[batch])``, ``max(epochs × ⌈N / batch⌉, min_steps)`` updates over reshuffled
+    epochs (a batch smaller than ``min_batch`` is skipped); batch order and dropout seeded by ``seed``."""
     generator = torch.Generator().manual_seed(seed)
-    classes = len(net.heads[head])
     counts = torch.bincount(labels, minlength=classes).float()
     weight = torch.where(counts > 0, counts.sum() / (classes * counts.clamp(min=1)), torch.zeros_like(counts))
-    params = [*net.stage1.parameters(), *net.stage2.parameters(), *net.head_parameters(head)]
     optimizer = torch.optim.Adam(params, lr=lr)
     steps = max(epochs * math.ceil(len(labels) / batch_size), min_steps)
-    net.train()
     order, position = torch.randperm(len(labels), generator=generator), 0
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + 1)
+        torch.manual_seed(seed + 1)  # dropout masks
         for _ in range(steps):
             if position >= len(order):
                 order, position = torch.randperm(len(labels), generator=generator), 0
             index = order[position : position + batch_size]
             position += batch_size
-            if len(index) < 2:  # BN needs two segments
+            if len(index) < min_batch:
                 continue
-            logits = net.segment_logits(net.encode(segments[index]), head)
-            loss = F.cross_entropy(logits, labels[index], weight=weight)
+            loss = F.cross_entropy(forward(inputs[index]), labels[index], weight=weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-    return net.eval()
 
 
 @torch.no_grad()
@@ -262,14 +274,8 @@ def network_vote(net, segments: torch.Tensor, owner: torch.Tensor, clips: int, h
 @torch.no_grad()
 def vote(head: torch.nn.Module, features: torch.Tensor, owner: torch.Tensor, clips: int) -> np.ndarray:
     """Utterance decisions: the majority vote of the segments (§2.3), ties to the higher mean probability
-    (:meth:`AVSpNet.pool_segments` with ``pooling="vote"``)."""
-    from sermodels.models.av_spnet import per_clip_mean
-
-    probs = head(features).softmax(-1)
-    votes = per_clip_mean(F.one_hot(probs.argmax(-1), probs.shape[-1]).float(), owner, clips)
-    mean = per_clip_mean(probs, owner, clips)
-    share = votes + mean / (torch.bincount(owner, minlength=clips).clamp(min=1)[:, None] + 1)
-    return share.argmax(-1).numpy()
+    (:func:`~sermodels.models.av_spnet.vote_shares`, as the model's ``pooling="vote"``)."""
+    return vote_shares(head(features).softmax(-1), owner, clips).argmax(-1).numpy()
 
 
 def nested_fractions(labels: np.ndarray, fractions: tuple[float, ...], seed: int) -> dict[float, np.ndarray]:
@@ -292,8 +298,12 @@ def nested_fractions(labels: np.ndarray, fractions: tuple[float, ...], seed: int
 LIMITATIONS = [
     "Proxy labels, not emotion labels: the front-end learnt to rank utterances by a speaker's median pitch and "
     "intensity (Bone et al. 2014, as §2.2.2), which agree with the corpora's own arousal only in part (EMO-DB is "
-    "peak-normalised, so its intensity ranks run against arousal; each URDU speaker has one emotion, so its "
+    "peak-normalised, so its intensity ranks run against arousal; most URDU speakers have one emotion, so their "
     "per-speaker ranks carry no arousal): see benchmarks/results/av_spnet.json, key proxy.",
+    "Pre-trained on the audio of the training speakers of each corpus's fixed split (its dev and test speakers only "
+    "scored the proxy head): evaluating it on these corpora with another split (cross-validation, LOSO) puts test "
+    "speakers' audio, with proxy labels that partly track arousal, into its pre-training. The leave-one-corpus-out "
+    "front-ends of benchmarks/av_spnet.py have not seen their target corpus.",
     "The valence proxy of the paper (§2.2.3) needs transcripts and sentiment lexicons; the corpora's sentences are "
     "fixed and neutral, so there is no AV-SpNET_v.",
 ]

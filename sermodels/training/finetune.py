@@ -83,7 +83,7 @@ def finetune(
     regime: str = "adapters",
     epochs: int = DEFAULT_EPOCHS,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    max_duration: float | None = DEFAULT_MAX_DURATION,
+    max_duration: float | None | str = "auto",
     lr: float | None = None,
     patience: int | None = None,
     name: str | None = None,
@@ -102,8 +102,10 @@ def finetune(
 
     ``name`` is the new head's name (default: :func:`corpus_name_for` ``data``); ``like`` the base head whose BN
     (and, for ``head``/``full``, adapters) the new domain starts from (default: the base's default head). ``lr``
-    defaults to 0.1 for ``adapters`` and 0.01 otherwise (§6.1). Returns ``out`` (``None`` on the other ranks of a
-    multi-device run, where only rank 0 writes).
+    defaults to 0.1 for ``adapters`` and 0.01 otherwise (§6.1). ``max_duration`` (the training crop, seconds;
+    ``None``: whole clips) defaults to the family's ``training_crop_seconds`` (AV-SpNET: one 810 ms segment per clip
+    and epoch, its per-segment training) or :data:`DEFAULT_MAX_DURATION`. Returns ``out`` (``None`` on the other
+    ranks of a multi-device run, where only rank 0 writes).
     """
     import lightning as L
 
@@ -112,6 +114,9 @@ def finetune(
     from sermodels.tasks.transfer import TransferTask
     from sermodels.training.train import export, quiet_trainer, trainer_info
 
+    arch = check_base(base)
+    if max_duration == "auto":  # the family's per-segment crop (AV-SpNET: 0.81 s), else 5 s
+        max_duration = _training_crop(arch)
     _check_options(regime, epochs, batch_size, max_duration, precision, patience)
     data, out = Path(data).expanduser(), Path(out).expanduser()
     if not data.exists():
@@ -120,7 +125,6 @@ def finetune(
         raise FileExistsError(f"{out}: the output must be a folder, and this is a file")
     if data.is_dir() and out.resolve().is_relative_to(data.resolve()):
         raise ValueError(f"{out}: the output folder is inside the data folder {data}, where it would be a class")
-    arch = check_base(base)
     name = check_domain_name(name or corpus_name_for(data))
     train_size = _check_corpus(data, name)
     batch_size = min(batch_size, train_size)
@@ -160,6 +164,12 @@ def finetune(
         description or f"{arch} fine-tuned from {base} on the user corpus {name} ({data.name}): {REGIME_TEXT[regime]}"
     )
     return export(task, datamodule, out, description=text, trainer_info=trainer_info(trainer, wall))
+
+
+def _training_crop(arch: str) -> float:
+    from sermodels._registry import get_model_class
+
+    return float(getattr(get_model_class(arch), "training_crop_seconds", DEFAULT_MAX_DURATION))
 
 
 def check_base(base: str | Path) -> str:

@@ -132,3 +132,22 @@ def test_corrupt_audio_names_the_file(tmp_path, size):
         handle.truncate(size)
     with pytest.raises(AudioError, match=broken.name):
         proxy.prosody_of_files([broken])
+
+
+def test_proxy_labels_do_not_read_the_emotion_labels():
+    rng = np.random.default_rng(0)
+    items = [Item(f"u{i}", f"/x/{i}.wav", "anger", f"s{i % 3}", None, None, "c") for i in range(12)]
+    relabelled = [
+        Item(i.id, i.path, "sadness" if n % 2 else None, i.speaker, None, None, "c") for n, i in enumerate(items)
+    ]
+    prosody = np.column_stack([rng.uniform(80, 300, 12), rng.uniform(-40, -10, 12)])
+    assert proxy_arousal(items, prosody) == proxy_arousal(relabelled, prosody)
+
+
+def test_a_corpus_without_speakers_is_refused(tmp_path):
+    for label, letter in (("anger", "W"), ("sadness", "T")):  # EMO-DB's emotion letters (Wut, Trauer)
+        (tmp_path / "mine" / label).mkdir(parents=True)
+        for path in [p for p in sorted(corpus_root("emodb").rglob("*.flac")) if p.stem[5] == letter][:3]:
+            shutil.copy(path, tmp_path / "mine" / label / path.name)
+    with pytest.raises(ValueError, match="no speaker"):
+        proxy._corpus_rows("folder", tmp_path / "mine", None)

@@ -12,7 +12,14 @@ from conftest import corpus_root
 from sermodels import create_model, load
 from sermodels.audio import load_audio
 from sermodels.checkpoint import save_pretrained
-from sermodels.models.av_spnet import FRONTEND, AVSpNet, encoder_shapes, per_clip_mean, segment_count
+from sermodels.models.av_spnet import (
+    FRONTEND,
+    AVSpNet,
+    encoder_shapes,
+    per_clip_mean,
+    segment_count,
+    vote_shares,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -82,6 +89,35 @@ def test_padded_batch_equals_each_clip_alone():
     assert embedded.shape == (3, net.flat_dim)
     # the conv maps too: the last frames of a shorter clip see its reflection, not the batch's zero padding
     torch.testing.assert_close(embedded, embedded_alone, atol=1e-5, rtol=1e-5)
+
+
+def test_a_clip_scores_the_same_alone_padded_and_beside_short_clips():
+    net = model().eval()
+    files = sorted(corpus_root("emodb").rglob("*.flac"))[:3]
+    # 25 440 samples: 160 frames, two whole segments, the last frame's window reaching 160 samples past the end
+    wave = load_audio(files[0])[: 160 * 159]
+    short = load_audio(files[1])[:6000]  # one segment of 38 frames and padding
+    longer = torch.cat([load_audio(path) for path in files])[:40000]
+    with torch.no_grad():
+        alone = net.embed(wave[None])
+        padded = net.embed(torch.nn.functional.pad(wave, (0, 3000))[None], torch.tensor([wave.shape[0]]))
+        batch = torch.zeros(3, 40000)
+        batch[0, : wave.shape[0]], batch[1, :6000], batch[2] = wave, short, longer
+        together = net.embed(batch, torch.tensor([wave.shape[0], 6000, 40000]))
+        short_alone = net.embed(short[None])
+    torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(together[:1], alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(together[1:2], short_alone, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="longer than 400 samples"):
+        net(torch.zeros(2, 16000), torch.tensor([16000, 0]))
+
+
+def test_vote_tie_break_is_the_arithmetic_mean_probability():
+    net = model().eval()
+    probs = torch.tensor([[0.98, 0.01, 0.01], [0.001, 0.5, 0.499]])  # one vote each: a tie
+    pooled = net.pool_segments(probs.log(), torch.tensor([0, 0]), 1, "emo")
+    assert pooled.argmax(-1).item() == 0  # arithmetic mean: 0.49 vs 0.26 (the geometric mean would pick class 1)
+    assert vote_shares(probs, torch.tensor([0, 0]), 1).argmax(-1).item() == 0
 
 
 def test_vote_is_the_majority_of_segments():
