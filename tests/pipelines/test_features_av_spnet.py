@@ -199,3 +199,13 @@ def test_cli_help_lists_the_options(capsys):
     text = capsys.readouterr().out
     for option in ("--model", "--layer", "--window", "--labels", "--folder-labels", "--precision", "--restart"):
         assert option in text
+
+
+def test_the_released_front_end_by_id(tmp_path, inputs):
+    released = sermodels.load("av_spnet.proxy4").eval()
+    out = tmp_path / "released.npy"
+    code = main(["features", "av_spnet", str(inputs), "--model", "av_spnet.proxy4", "--layer", "shared_fc",
+                 "-o", str(out), "--no-progress"])  # fmt: skip
+    assert code == 0
+    want = np.concatenate([_embed(released, inputs / f"{stem}.flac", "shared_fc") for stem in STEMS])
+    np.testing.assert_allclose(np.load(out), want, **TOLERANCE)
