@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -333,7 +332,8 @@ def release(run: str | Path, out: str | Path, store_dtype: str | None = None, ta
     parameters), with the family's limitations and the CPU schedule in the card. With the proxy ``table`` it was
     trained on, the card names the corpora whose audio it learnt from (their licences bind the model) instead of the
     generic ``proxy`` corpus."""
-    from sermodels.checkpoint import RESERVED_CONFIG_KEYS, load_folder, read_config, save_pretrained
+    from sermodels.checkpoint import RESERVED_CONFIG_KEYS, load_folder, read_config
+    from sermodels.training.export import rerelease
 
     run, out = Path(run), Path(out)
     model = load_folder(run)
@@ -348,15 +348,7 @@ def release(run: str | Path, out: str | Path, store_dtype: str | None = None, ta
         f"{schedule.get('accelerator')}): a reduced schedule (the paper's background corpus has 62 288 segments)."
     ]
     extra["limitations"] = list(dict.fromkeys([*extra.get("limitations", []), *LIMITATIONS, *notes]))
-    if out.resolve() != run.resolve():
-        out.mkdir(parents=True, exist_ok=True)
-        for name in ("training_log.json", "recipe_resolved.yaml"):
-            if (run / name).is_file():
-                shutil.copy2(run / name, out / name)
-    if store_dtype is not None:
-        model = model.to(getattr(torch, store_dtype))
-        extra["weights_dtype"] = store_dtype
-    save_pretrained(model, out, extra=extra)
+    rerelease(model, run, out, extra, store_dtype)
     return out
 
 

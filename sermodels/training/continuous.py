@@ -16,18 +16,18 @@ model's config.json, so ``predict`` and ``evaluate`` apply it (:meth:`~sermodels
 from __future__ import annotations
 
 import argparse
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sermodels.checkpoint import RESERVED_CONFIG_KEYS, load_folder, read_config, save_pretrained
+from sermodels.checkpoint import RESERVED_CONFIG_KEYS, load_folder, read_config
 from sermodels.data.targets import aligned_length
 from sermodels.models.base import SERModel
 from sermodels.pipelines.predict import run_predictions
 from sermodels.postprocess import PostProcessing, fit_postprocessing, trace_std
+from sermodels.training.export import rerelease
 
 
 def session_traces(
@@ -127,15 +127,7 @@ def release_with_postprocessing(
     extra["limitations"] = list(
         dict.fromkeys([*extra.get("limitations", []), *SESSION_LIMITATIONS, *_schedule_note(extra)])
     )
-    if out.resolve() != run.resolve():
-        out.mkdir(parents=True, exist_ok=True)
-        for name in ("training_log.json", "recipe_resolved.yaml"):
-            if (run / name).is_file():
-                shutil.copy2(run / name, out / name)
-    if store_dtype is not None:
-        model = model.to(getattr(torch, store_dtype))
-        extra["weights_dtype"] = store_dtype
-    save_pretrained(model, out, extra=extra)
+    rerelease(model, run, out, extra, store_dtype)
     return chain
 
 

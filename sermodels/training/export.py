@@ -92,3 +92,32 @@ def write_release(
     if card:
         write_model_card(folder, model_id)
     return folder
+
+
+#: What a re-released run keeps beside its weights (the resolved recipe and the training log).
+RUN_RECORDS = ("training_log.json", "recipe_resolved.yaml")
+
+
+def rerelease(
+    model: SERModel, run: str | Path, out: str | Path, extra: dict[str, Any], store_dtype: str | None = None
+) -> Path:
+    """Write ``model`` (a trained run's, possibly changed) as the release folder ``out`` with the config extras
+    ``extra``: the run's records are copied, and ``store_dtype`` (``float16``) stores the floating-point weights in
+    that dtype (half the size of float32; :func:`~sermodels.checkpoint.load_folder` loads them into the model's
+    float32 parameters)."""
+    import shutil
+
+    import torch
+
+    from sermodels.checkpoint import save_pretrained
+
+    run, out = Path(run), Path(out)
+    if out.resolve() != run.resolve():
+        out.mkdir(parents=True, exist_ok=True)
+        for name in RUN_RECORDS:
+            if (run / name).is_file():
+                shutil.copy2(run / name, out / name)
+    if store_dtype is not None:
+        model = model.to(getattr(torch, store_dtype))
+        extra = {**extra, "weights_dtype": store_dtype}
+    return save_pretrained(model, out, extra=extra)
