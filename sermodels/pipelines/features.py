@@ -63,8 +63,8 @@ Resumable runs
   path, size and modification time (``st_mtime_ns``), so a file replaced or touched since is computed again; files
   that failed are retried, and a later success replaces the earlier error. Batch size and, in fp32, the device are
   not settings: a clip's features do not depend on its batch
-  (:class:`~sermodels.features.spectrogram_image.SpectrogramImage`; AV-SpNET cuts each clip's segments from its
-  own samples); under bf16/fp16 autocast the kernels differ by
+  (:class:`~sermodels.features.spectrogram_image.SpectrogramImage`; AV-SpNET continues each clip of a padded batch
+  by reflection before its STFT); under bf16/fp16 autocast the kernels differ by
   device type, so the device type is one.
 - When every input is done, the output is assembled shard by shard into a temporary file renamed over ``out``, the
   sidecars are written, and the partial folder is removed.
