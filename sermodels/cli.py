@@ -9,8 +9,8 @@ sermodels predict --model ID PATH... [--out F]      emotions of files or folders
 sermodels evaluate --model ID --corpus NAME --root DIR [--split test|dev|loso|cv6|cv5]
 sermodels fit-svm --config RECIPE.yaml [key=value ...]
 sermodels fit-deep-spectrum --config RECIPE.yaml [key=value ...]   Deep Spectrum features + SVM or linear head
-sermodels finetune --from ID --data DIR_OR_CSV --out DIR [--regime adapters|head|full]   a multi-domain model
-                                                    (EmoNet, AV-SpNET, ...) on your corpus, as a new head [--name NAME]
+sermodels finetune --from ID --data DIR_OR_CSV --out DIR [--regime adapters|head|full | --setting A1..A8]
+                                                    (EmoNet, AV-SpNET, CNN+LSTM, ...) on your corpus [--name NAME]
 sermodels features deepspectrum IN... -o OUT.csv|.npy|.parquet [--backbone NAME --window S ...]   Deep Spectrum features
 sermodels features av_spnet IN... -o OUT --model ID [--layer conv|shared_fc --window S ...]   AV-SpNET features
 sermodels daylong RECORDING... --out DIR [--model ID --vad auto|silero|energy --devices N]   speech segments of long
@@ -118,11 +118,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="also merge the headline metrics into this metrics.json")
     p.add_argument(
         "--label-space",
-        choices=("categories", "arousal", "valence", "binary_valence", "av_values"),
+        choices=("categories", "arousal", "valence", "binary_valence", "basic4", "basic6", "av_values"),
         default=None,
         help="map the corpus's categories into this space (EmoNet Table 2; av_values: arousal/valence numbers in "
-        "[-1, 1] for a dimensions head, a coarse placement of the categories); default: the head's own space when "
-        "the head is named arousal/valence/binary_valence, else categories; a dimensions head: the items' own "
+        "[-1, 1] for a dimensions head, a coarse placement of the categories; basic4/basic6: the classes corpora "
+        "share, items outside left out); default: the head's own space when the head is named after a space, else "
+        "categories; a dimensions head: the items' own "
         "values or traces",
     )
     p.set_defaults(run=_evaluate)
@@ -352,7 +353,7 @@ def _evaluation_head(model, args):
         raise ValueError(
             f"head {head!r} predicts {model.label_names(head)}, not the {space} classes; pick a {space} head (--head)"
         )
-    return head, lambda label: label_maps.map_label(label, space)
+    return head, label_maps.scoring_map(space)
 
 
 def _fold_refitter(args, corpus):
@@ -443,6 +444,7 @@ def _fit_deep_spectrum(args) -> int:
 
 
 def _finetune_parser(sub) -> None:
+    from sermodels.models.groups import SETTINGS
     from sermodels.training import finetune as ft  # light: Lightning is imported when the command runs
 
     p = sub.add_parser(
@@ -457,7 +459,22 @@ def _finetune_parser(sub) -> None:
     )
     p.add_argument("--data", required=True, help="folder with one sub-folder per class, or a CSV/TSV table")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
-    p.add_argument("--regime", choices=ft.REGIMES, default="adapters", help="what is trained (default: adapters)")
+    p.add_argument("--regime", choices=ft.REGIMES, default=None, help="what is trained (default: adapters)")
+    p.add_argument(
+        "--setting",
+        choices=SETTINGS,
+        default=None,
+        help="transfer setting instead of a regime, for any model with layer groups (CNN+LSTM study §3.2): A1 no "
+        "fine-tuning, A2 all layers, A3-A5 freeze up to the 1st/2nd/3rd cut-off, A6-A8 the same and re-initialise "
+        "the rest",
+    )
+    p.add_argument(
+        "--cutoffs",
+        nargs=3,
+        default=None,
+        metavar="GROUP",
+        help="the three cut-off layer groups of A3-A8 (default: the model's; CNN+LSTM: C1 C2 L)",
+    )
     p.add_argument("--epochs", type=int, default=ft.DEFAULT_EPOCHS, help=f"default: {ft.DEFAULT_EPOCHS}")
     p.add_argument("--batch-size", type=int, default=ft.DEFAULT_BATCH_SIZE, help=f"default: {ft.DEFAULT_BATCH_SIZE}")
     p.add_argument(
@@ -494,11 +511,15 @@ def _finetune_parser(sub) -> None:
 def _finetune(args) -> int:
     from sermodels.training.finetune import finetune, summary
 
+    if args.setting is not None and args.regime is not None:
+        raise ValueError("--setting replaces --regime: give one of them")
     folder = finetune(
         args.base,
         args.data,
         args.out,
-        regime=args.regime,
+        regime=args.regime or "adapters",
+        setting=args.setting,
+        cutoffs=args.cutoffs,
         epochs=args.epochs,
         batch_size=args.batch_size,
         max_duration="auto" if args.max_duration is None else args.max_duration,

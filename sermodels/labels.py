@@ -30,6 +30,21 @@ gets the same corner (or edge midpoint) of the square, so there is no variation 
 ignored (RAVDESS "strong" anger is +1 like "normal" anger), and a CCC on these targets measures how well a model
 separates the category groups along each axis, not agreement with human dimensional ratings. Neither EmoNet nor
 any other source paper defines these numbers: they are ours, the simplest symmetric coding of the levels.
+
+**Shared emotion sets** (:data:`SHARED_SETS`, label spaces ``"basic4"`` and ``"basic6"``): Marczewski, Veloso and
+Ziviani ("Learning Transferable Features for Speech Emotion Recognition", ACM Thematic Workshops 2017, §4.1
+"Datasets and Domains") train across corpora by normalising every corpus "to cover the same emotional states", the
+six basic emotions anger, disgust, fear, happiness, sadness and surprise: ``"basic6"``. Our four corpora share only
+anger, happiness, neutral and sadness, hence ``"basic4"`` (ours, not the paper's: it keeps neutral, which the paper's
+six leave out). A set does not merge categories into coarser classes as arousal/valence do: it keeps the classes it
+names and a corpus is *restricted* to them, so a category outside the set (EMO-DB boredom, RAVDESS calm, fear for
+``"basic4"``) has no class there (:func:`map_label` raises :class:`OutsideLabelSet`, :func:`in_label_set` says
+``False``) and a data module drops its items. Words reach a set's names through :func:`canonical` (the synonyms
+above) and one set-specific synonym, :data:`SET_SYNONYMS`: ``joy`` -> ``happiness``. EMOVO's "gioia" is joy, and
+Table 2 of EmoNet puts joy and happiness in the same cell (high arousal, positive valence); we take them as one
+class, which is our decision, not a statement of either paper. The classes are in alphabetical order, which is the
+order of the sorted folder names of a generic class-folder corpus, so a model trained on a set has the same logit
+order as a folder corpus with those classes.
 """
 
 from __future__ import annotations
@@ -120,6 +135,17 @@ CORPUS_LABELS: dict[str, tuple[str, ...]] = {
     "urdu": ("angry", "happy", "neutral", "sad"),
 }
 
+#: Emotion sets shared by corpora: name -> classes, in alphabetical order (= a class-folder corpus's sorted folders).
+#: "basic6": the six emotions every corpus is normalised to in Marczewski et al. 2017, §4.1; "basic4": the four
+#: classes shared by EMO-DB, RAVDESS, EMOVO and URDU (ours; module docstring).
+SHARED_SETS: dict[str, tuple[str, ...]] = {
+    "basic4": ("anger", "happiness", "neutral", "sadness"),
+    "basic6": ("anger", "disgust", "fear", "happiness", "sadness", "surprise"),
+}
+
+#: Canonical words that are one class of a shared set beyond :data:`SYNONYMS` (EMOVO "gioia"; module docstring).
+SET_SYNONYMS: dict[str, str] = {"joy": "happiness"}
+
 #: Class names of each label space, in index order. "categories" has no shared order: it is per corpus
 #: (:data:`CORPUS_LABELS`, or a generic corpus's sorted folder/CSV labels), hence ``None``.
 LABEL_SPACES: dict[str, tuple[str, ...] | None] = {
@@ -127,6 +153,7 @@ LABEL_SPACES: dict[str, tuple[str, ...] | None] = {
     "arousal": AROUSAL_CLASSES,
     "valence": VALENCE_CLASSES,
     "binary_valence": BINARY_VALENCE_CLASSES,
+    **SHARED_SETS,
 }
 
 
@@ -148,6 +175,18 @@ class UnknownLabelError(ValueError):
         super().__init__(
             f"unknown emotion category {self.label!r}: it is not in EmoNet Table 2, not a known synonym "
             f"({', '.join(sorted(SYNONYMS))}) and has no documented placement ({', '.join(sorted(EXTRA_PLACEMENTS))})"
+        )
+
+
+class OutsideLabelSet(ValueError):
+    """A known category that is not one of a shared set's classes (e.g. boredom in "basic4"). ``str(err)`` names
+    the label and the set."""
+
+    def __init__(self, label: str, space: str):
+        self.label = label
+        self.space = space
+        super().__init__(
+            f"emotion category {label!r} is outside the label set {space!r} ({', '.join(SHARED_SETS[space])})"
         )
 
 
@@ -181,6 +220,21 @@ def binary_valence(label: str) -> str:
     return "positive" if valence(label) == "positive" else "non-positive"
 
 
+def _set_word(label: str) -> str:
+    """The word ``label`` is in every shared set: :func:`canonical`, then :data:`SET_SYNONYMS`."""
+    word = canonical(label)
+    return SET_SYNONYMS.get(word, word)
+
+
+def set_class(label: str, space: str) -> str:
+    """The class of shared set ``space`` that ``label`` is (``"joy"`` -> ``"happiness"``); a known category outside
+    the set raises :class:`OutsideLabelSet`, an unknown word :class:`UnknownLabelError`."""
+    word = _set_word(label)
+    if word not in SHARED_SETS[space]:
+        raise OutsideLabelSet(label, space)
+    return word
+
+
 _MAPPERS: dict[str, Callable[[str], str]] = {
     "arousal": arousal,
     "valence": valence,
@@ -189,12 +243,39 @@ _MAPPERS: dict[str, Callable[[str], str]] = {
 
 
 def map_label(label: str, space: str) -> str:
-    """``label`` in label space ``space``; in "categories" the label itself (any corpus vocabulary is allowed)."""
+    """``label`` in label space ``space``; in "categories" the label itself (any corpus vocabulary is allowed).
+
+    In a shared set (``"basic4"``, ``"basic6"``) a category outside the set raises :class:`OutsideLabelSet`;
+    :func:`in_label_set` tells which labels have a class there.
+    """
     if space not in LABEL_SPACES:
         raise ValueError(f"unknown label space {space!r}; choose one of {sorted(LABEL_SPACES)}")
     if space == "categories":
         return label
+    if space in SHARED_SETS:
+        return set_class(label, space)
     return _MAPPERS[space](label)
+
+
+def in_label_set(label: str, space: str) -> bool:
+    """Whether ``label`` has a class in ``space``. Always for "categories" and the arousal/valence spaces (they
+    place every known category); for a shared set, whether the label is one of its classes. An unknown word raises
+    :class:`UnknownLabelError` (except in "categories"), so that a typo is not silently taken for "outside"."""
+    if space not in LABEL_SPACES:
+        raise ValueError(f"unknown label space {space!r}; choose one of {sorted(LABEL_SPACES)}")
+    if space == "categories":
+        return True
+    word = _set_word(label)
+    return space not in SHARED_SETS or word in SHARED_SETS[space]
+
+
+def scoring_map(space: str) -> Callable[[str], str | None]:
+    """How a corpus's categories are scored against a head of class space ``space``: :func:`map_label`, except that
+    a category outside a shared set maps to ``None`` (the item is left out of the scores, as the data module drops
+    it from training)."""
+    if space in SHARED_SETS:
+        return lambda label: set_class(label, space) if in_label_set(label, space) else None
+    return lambda label: map_label(label, space)
 
 
 def av_values(label: str) -> dict[str, float]:

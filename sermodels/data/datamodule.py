@@ -8,7 +8,9 @@ The pieces it puts together, one module each: :mod:`~sermodels.data.datasets` (s
 Label spaces (what ``batch["labels"]`` / ``batch["targets"]`` / ``batch["traces"]`` hold):
 
 * class indices: ``categories`` (each corpus's own classes), ``arousal``, ``valence``, ``binary_valence`` (EmoNet
-  Table 2, :mod:`sermodels.labels`);
+  Table 2, :mod:`sermodels.labels`), ``basic4``, ``basic6`` (emotion sets shared by the corpora, Marczewski et al.
+  2017, §4.1: every corpus is restricted to the set's classes, so items of other categories are dropped from every
+  partition before balancing; :data:`sermodels.labels.SHARED_SETS`);
 * numbers: ``av_values`` (categories placed on arousal/valence in [-1, 1]: a coarse placement of the category
   groups, see :mod:`sermodels.labels`), ``dimensions`` (a generic corpus's own numeric columns, ``Item.values``),
   ``trace`` (a generic corpus's frame-level traces, ``Item.trace``, at ``frame_rate`` frames per second).
@@ -59,8 +61,9 @@ class SERDataModule(L.LightningDataModule):
             ``EMODB``, ``RAVDESS``, ... under ``$SERMODELS_DATA``. A key naming no corpus of ``corpora`` is an
             error (a misspelt name would otherwise be ignored silently).
         label_space: ``categories`` (each corpus's own classes), ``arousal``, ``valence`` or ``binary_valence``
-            (:mod:`sermodels.labels`, EmoNet Table 2); ``av_values``, ``dimensions`` or ``trace`` for numeric
-            targets (module docstring).
+            (:mod:`sermodels.labels`, EmoNet Table 2); ``basic4`` or ``basic6`` (a shared emotion set: items outside
+            it are dropped, and a corpus must keep at least two of its classes); ``av_values``, ``dimensions`` or
+            ``trace`` for numeric targets (module docstring).
         split: protocol name for every corpus (``fixed``, ``loso``, ``cv6``, ``cv5``) or a dict corpus -> name
             (corpora it leaves out use ``fixed``; a key naming no corpus of ``corpora`` is an error).
         fold: fold index (0-based) for cross-validation protocols; ignored by corpora using ``fixed``.
@@ -80,7 +83,15 @@ class SERDataModule(L.LightningDataModule):
         corpora: list[str],
         roots: dict[str, str] | list[str] | None = None,
         label_space: Literal[
-            "categories", "arousal", "valence", "binary_valence", "av_values", "dimensions", "trace"
+            "categories",
+            "arousal",
+            "valence",
+            "binary_valence",
+            "basic4",
+            "basic6",
+            "av_values",
+            "dimensions",
+            "trace",
         ] = "categories",
         split: str | dict[str, str] = "fixed",
         fold: int | None = None,
@@ -202,6 +213,8 @@ class SERDataModule(L.LightningDataModule):
             fold_protocol = corpus.split_names().get(self.splits[name], 0) > 0
             partitions = corpus.split(self.splits[name], self.fold if fold_protocol else None)
             self._check_labels(corpus)
+            if self.shared_set:  # the corpus restricted to the set's classes (Marczewski et al. 2017, §4.1)
+                partitions = {part: self._inside_set(items) for part, items in partitions.items()}
             if self.balance:
                 partitions = {
                     part: label_maps.balanced_subsample(items, self._balance_key(), seed=self.seed)
@@ -241,6 +254,22 @@ class SERDataModule(L.LightningDataModule):
         """Whether the label space's targets are numbers (``batch["targets"]`` or ``batch["traces"]``)."""
         return self.label_space in targets.NUMERIC_SPACES
 
+    @property
+    def shared_set(self) -> bool:
+        """Whether the label space is a shared emotion set (``basic4``, ``basic6``): items outside it are dropped."""
+        return self.label_space in label_maps.SHARED_SETS
+
+    def _inside_set(self, items: list[Item]) -> list[Item]:
+        return [item for item in items if label_maps.in_label_set(item.label, self.label_space)]
+
+    def _outside_set(self, corpus: Corpus) -> dict[str, int]:
+        """Labels of ``corpus`` that the shared set drops -> number of items (empty for other label spaces)."""
+        if not self.shared_set:
+            return {}
+        space = self.label_space
+        dropped = Counter(item.label for item in corpus.items if not label_maps.in_label_set(item.label, space))
+        return dict(sorted(dropped.items()))
+
     def _mapper(self):
         space = self.label_space
         return lambda item: label_maps.map_label(item.label, space)
@@ -261,7 +290,7 @@ class SERDataModule(L.LightningDataModule):
         unknown = Counter()
         for item in corpus.items:
             try:
-                label_maps.map_label(item.label, self.label_space)
+                label_maps.in_label_set(item.label, self.label_space)
             except label_maps.UnknownLabelError:
                 unknown[item.label] += 1
         if unknown:
@@ -269,6 +298,21 @@ class SERDataModule(L.LightningDataModule):
                 f"{corpus.name}: labels without an arousal/valence placement",
                 [f"label {label!r}: {n} items" for label, n in sorted(unknown.items())],
             )
+        if self.shared_set:
+            self._check_set_classes(corpus)
+
+    def _check_set_classes(self, corpus: Corpus) -> None:
+        """A corpus restricted to a shared set must keep at least two of its classes (one class is no task)."""
+        kept = Counter(label_maps.map_label(item.label, self.label_space) for item in self._inside_set(corpus.items))
+        if len(kept) >= 2:
+            return
+        has = ", ".join(f"{label!r} ({n})" for label, n in sorted(Counter(it.label for it in corpus.items).items()))
+        raise CorpusError(
+            f"{corpus.name}: {len(kept)} of the {self.label_space} classes "
+            f"{list(label_maps.SHARED_SETS[self.label_space])} left after dropping the labels outside the set "
+            f"({sorted(kept)}); at least two are needed",
+            [f"the corpus has {has or 'no items'}"],
+        )
 
     def _names_for(self, corpus: str) -> list[str]:
         if self.label_space == "categories":
@@ -284,8 +328,8 @@ class SERDataModule(L.LightningDataModule):
     # ---- what a task needs to know ---------------------------------------------------------------------------------
     @property
     def label_names(self) -> dict[str, list[str]] | list[str]:
-        """Per corpus (dict) for "categories"; one shared list for the arousal/valence spaces and for the dimension
-        names of a numeric space."""
+        """Per corpus (dict) for "categories"; one shared list for the arousal/valence spaces, the shared sets (their
+        classes, :data:`sermodels.labels.SHARED_SETS`) and for the dimension names of a numeric space."""
         self._require_setup()
         if self.label_space == "categories":
             return {name: self._names_for(name) for name in self.corpus_names}
@@ -318,7 +362,7 @@ class SERDataModule(L.LightningDataModule):
         N is the number of training items, C the number of classes present and n_c the count of class c; the
         sample-weighted mean weight is 1, a balanced set gets all ones, an absent class gets 0. ``corpus`` picks one
         corpus (required for "categories" with several corpora); ``None`` pools all corpora for the shared
-        arousal/valence spaces.
+        arousal/valence spaces and shared sets.
         """
         self._require_setup()
         if self.numeric:
@@ -356,6 +400,7 @@ class SERDataModule(L.LightningDataModule):
                     "fold": self.fold if corpus.split_names().get(self.splits[name], 0) else None,
                     "split_version": protocol.version if protocol else None,
                     "partition_sizes": {part: len(items) for part, items in self.partitions[name].items()},
+                    **({"outside_label_set": self._outside_set(corpus)} if self.shared_set else {}),
                 }
             )
         return {

@@ -63,7 +63,9 @@ class SpacesDataModule(L.LightningDataModule):
         if len(set(spaces)) != len(spaces) or len(spaces) < 2:
             raise ValueError(f"give at least two different label spaces, got {spaces}")
         for space in spaces:
-            if space == "categories" or space not in label_maps.LABEL_SPACES:
+            # A shared set (basic4, basic6) restricts the corpora to some categories instead of mapping all of them
+            # onto coarser classes: it is no view of the same items as arousal and valence are.
+            if space == "categories" or space in label_maps.SHARED_SETS or space not in label_maps.LABEL_SPACES:
                 raise ValueError(f"{space!r} is not an aggregated label space; choose from arousal, valence, ...")
         if kwargs.get("multi_corpus", "concat") != "concat" or "label_space" in kwargs:
             raise ValueError("each space pools its corpora (multi_corpus='concat'); label_space is given by spaces")

@@ -57,7 +57,7 @@ def label_map_for(space: str):
         return None
     if space in label_maps.VALUE_SPACES:
         return label_maps.value_mapper(space)
-    return lambda label: label_maps.map_label(label, space)
+    return label_maps.scoring_map(space)
 
 
 def write_release(

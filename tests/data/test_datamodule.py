@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 
 import lightning as L
 import numpy as np
@@ -17,9 +18,12 @@ import torch
 from torch.utils.data import DistributedSampler
 
 import sermodels.audio
-from sermodels.data import AudioCache, SERDataModule, TrainBatchSampler
+from sermodels import labels
+from sermodels.data import AudioCache, CorpusError, SERDataModule, TrainBatchSampler
+from sermodels.data.spaces import SpacesDataModule
 
 RATE = 16_000
+PARTS = ("train", "dev", "test")
 
 
 def _dm(roots, corpora=("emodb",), **kwargs):
@@ -183,6 +187,103 @@ def test_balance_equalises_mapped_classes(roots):
     for part in ("train", "dev", "test"):
         counts = np.bincount(dm.datasets["emodb"][part].label_indices, minlength=3)
         assert len(set(counts.tolist())) == 1 and counts[0] > 0, (part, counts)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Shared emotion sets (basic4, basic6): corpora restricted to the set's classes.
+
+
+def _set_names(dm, corpus, part):
+    names = dm.label_names
+    return [names[index] for index in dm.datasets[corpus][part].label_indices]
+
+
+def test_basic4_keeps_only_the_shared_classes(roots):
+    dm = _dm(roots, corpora=("emodb", "emovo"), label_space="basic4", multi_corpus="concat")
+    dm.setup()
+    assert dm.label_names == list(labels.SHARED_SETS["basic4"]) == ["anger", "happiness", "neutral", "sadness"]
+    assert dm.num_classes == 4 and list(dm.target_spec().names) == dm.label_names
+    # EMO-DB: anger 127 + happiness 71 + neutral 79 + sadness 62; EMOVO: 84 each of anger, joy, neutral, sadness
+    expected = {"emodb": 339, "emovo": 336}
+    for name, corpus in dm.corpora.items():
+        unfiltered = corpus.split("fixed")
+        kept = {part: [it.path for it in items] for part, items in dm.partitions[name].items()}
+        assert sum(len(paths) for paths in kept.values()) == expected[name]
+        for part, items in unfiltered.items():
+            inside = [it.path for it in items if labels.in_label_set(it.label, "basic4")]
+            assert kept[part] == inside and set(kept[part]) <= {it.path for it in items}
+            assert dm.datasets[name][part].items == dm.partitions[name][part]
+            wanted = [labels.map_label(it.label, "basic4") for it in dm.partitions[name][part]]
+            assert _set_names(dm, name, part) == wanted  # the index is the item's set class (joy -> happiness)
+    assert {c: Counter(it.label for p in dm.partitions[c].values() for it in p) for c in expected} == {
+        "emodb": {"anger": 127, "happiness": 71, "neutral": 79, "sadness": 62},
+        "emovo": {"anger": 84, "joy": 84, "neutral": 84, "sadness": 84},
+    }
+    weights = dm.class_weights()  # pooled over both corpora, like arousal
+    assert weights.shape == (4,) and bool((weights > 0).all())
+    info = dm.info()
+    assert info["label_space"] == "basic4" and info["label_names"] == dm.label_names
+    dropped = {c["name"]: c["outside_label_set"] for c in info["corpora"]}
+    assert dropped == {
+        "emodb": {"boredom": 81, "disgust": 46, "fear": 69},
+        "emovo": {"disgust": 84, "fear": 84, "surprise": 84},
+    }
+    assert {c["name"]: sum(c["partition_sizes"].values()) for c in info["corpora"]} == expected
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch["labels"].tolist()) <= set(range(4))
+
+
+def test_basic4_balance_applies_after_the_restriction(emodb_root):
+    dm = SERDataModule(["emodb"], roots={"emodb": str(emodb_root)}, label_space="basic4", balance=True)
+    dm.setup()
+    for part in ("train", "dev", "test"):
+        counts = Counter(_set_names(dm, "emodb", part))
+        assert set(counts) == set(labels.SHARED_SETS["basic4"]) and len(set(counts.values())) == 1, (part, counts)
+
+
+def test_basic6_on_urdu_keeps_its_three_classes(urdu_root):
+    dm = SERDataModule(["urdu"], roots={"urdu": str(urdu_root)}, label_space="basic6")
+    dm.setup()
+    assert dm.label_names == ["anger", "disgust", "fear", "happiness", "sadness", "surprise"]
+    seen = {name for part in PARTS for name in _set_names(dm, "urdu", part)}
+    assert seen == {"anger", "happiness", "sadness"}  # URDU's neutral is outside the six
+    assert all(it.label != "neutral" for part in PARTS for it in dm.partitions["urdu"][part])
+    weights = dm.class_weights()
+    assert [bool(w > 0) for w in weights] == [True, False, False, True, True, False]  # absent classes weigh 0
+
+
+def _class_folders(root, counts):
+    for label, n in counts.items():
+        for index in range(n):
+            path = root / label / f"{index:03d}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, np.full(800, 0.25, dtype=np.float32), RATE)
+    return root
+
+
+def test_a_corpus_with_one_class_of_the_set_is_an_error(tmp_path):
+    root = _class_folders(tmp_path / "mine", {"anger": 4, "boredom": 4, "calm": 3})
+    dm = SERDataModule(["folder:mine"], roots={"mine": str(root)}, label_space="basic4")
+    one_left = r"mine: 1 of the basic4 classes .* left .* \(\['anger'\]\); at least two"
+    with pytest.raises(CorpusError, match=one_left) as err:
+        dm.setup()
+    assert "'anger' (4), 'boredom' (4), 'calm' (3)" in str(err.value)  # what the corpus has
+    both = SERDataModule(["folder:mine"], roots={"mine": str(root)}, label_space="basic6")
+    with pytest.raises(CorpusError, match=r"mine: 1 of the basic6 classes"):
+        both.setup()
+
+
+def test_unknown_words_are_errors_in_a_shared_set(tmp_path):
+    root = _class_folders(tmp_path / "typo", {"anger": 3, "sadness": 3, "sadnes": 3})
+    dm = SERDataModule(["folder:typo"], roots={"typo": str(root)}, label_space="basic4")
+    with pytest.raises(CorpusError, match=r"typo: labels without an arousal/valence placement") as err:
+        dm.setup()  # an unknown word is not dropped as "outside the set"
+    assert "'sadnes': 3 items" in str(err.value)
+
+
+def test_shared_sets_are_no_domains_of_the_spaces_setting(roots):
+    with pytest.raises(ValueError, match="'basic4' is not an aggregated label space"):
+        SpacesDataModule(["emodb"], spaces=["arousal", "basic4"], roots={"emodb": str(roots["emodb"])})
 
 
 def test_workers(roots):

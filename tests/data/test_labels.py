@@ -31,6 +31,9 @@ def test_every_corpus_label_maps_to_every_space(corpus):
         assert labels.valence(label) in labels.VALENCE_CLASSES
         assert labels.binary_valence(label) in labels.BINARY_VALENCE_CLASSES
         for space, names in labels.LABEL_SPACES.items():
+            if not labels.in_label_set(label, space):  # only a shared set leaves categories out
+                assert space in labels.SHARED_SETS
+                continue
             mapped = labels.map_label(label, space)
             assert mapped == label if names is None else mapped in names
 
@@ -83,6 +86,129 @@ def test_label_names():
     assert labels.label_names("categories", "urdu") == ["angry", "happy", "neutral", "sad"]
     with pytest.raises(ValueError, match="per corpus"):
         labels.label_names("categories")
+
+
+# Each corpus vocabulary in the shared sets: corpus word -> class, None for a word outside the set.
+SHARED_SET_MAPS = {
+    "basic4": {
+        "emodb": {
+            "anger": "anger",
+            "boredom": None,
+            "disgust": None,
+            "fear": None,
+            "happiness": "happiness",
+            "sadness": "sadness",
+            "neutral": "neutral",
+        },
+        "ravdess": {
+            "neutral": "neutral",
+            "calm": None,
+            "happy": "happiness",
+            "sad": "sadness",
+            "angry": "anger",
+            "fearful": None,
+            "disgust": None,
+            "surprised": None,
+        },
+        "emovo": {
+            "disgust": None,
+            "joy": "happiness",
+            "neutral": "neutral",
+            "fear": None,
+            "anger": "anger",
+            "surprise": None,
+            "sadness": "sadness",
+        },
+        "urdu": {"angry": "anger", "happy": "happiness", "neutral": "neutral", "sad": "sadness"},
+    },
+    "basic6": {
+        "emodb": {
+            "anger": "anger",
+            "boredom": None,
+            "disgust": "disgust",
+            "fear": "fear",
+            "happiness": "happiness",
+            "sadness": "sadness",
+            "neutral": None,
+        },
+        "ravdess": {
+            "neutral": None,
+            "calm": None,
+            "happy": "happiness",
+            "sad": "sadness",
+            "angry": "anger",
+            "fearful": "fear",
+            "disgust": "disgust",
+            "surprised": "surprise",
+        },
+        "emovo": {
+            "disgust": "disgust",
+            "joy": "happiness",
+            "neutral": None,
+            "fear": "fear",
+            "anger": "anger",
+            "surprise": "surprise",
+            "sadness": "sadness",
+        },
+        "urdu": {"angry": "anger", "happy": "happiness", "neutral": None, "sad": "sadness"},
+    },
+}
+
+
+def test_shared_sets_are_label_spaces_in_sorted_folder_order():
+    assert labels.SHARED_SETS == {
+        "basic4": ("anger", "happiness", "neutral", "sadness"),
+        "basic6": ("anger", "disgust", "fear", "happiness", "sadness", "surprise"),
+    }
+    for space, names in labels.SHARED_SETS.items():
+        assert names == tuple(sorted(names))  # a class-folder corpus's sorted folder names
+        assert labels.LABEL_SPACES[space] == names
+        assert labels.label_names(space) == list(names)
+
+
+@pytest.mark.parametrize("space", sorted(labels.SHARED_SETS))
+@pytest.mark.parametrize("corpus", sorted(labels.CORPUS_LABELS))
+def test_shared_set_map_of_every_corpus_vocabulary(space, corpus):
+    expected = SHARED_SET_MAPS[space][corpus]
+    assert list(expected) == list(labels.CORPUS_LABELS[corpus])  # every word of the vocabulary, none invented
+    for word, name in expected.items():
+        assert labels.in_label_set(word, space) is (name is not None)
+        if name is None:
+            with pytest.raises(labels.OutsideLabelSet):
+                labels.map_label(word, space)
+        else:
+            assert labels.map_label(word, space) == name
+
+
+def test_shared_sets_cover_the_classes_the_corpora_share():
+    def shared(space):
+        kept = [{labels.map_label(w, space) for w in words if labels.in_label_set(w, space)} for words in vocabularies]
+        return set.intersection(*kept)
+
+    vocabularies = labels.CORPUS_LABELS.values()
+    assert shared("basic4") == set(labels.SHARED_SETS["basic4"])  # all four in every corpus
+    assert shared("basic6") == {"anger", "happiness", "sadness"}  # URDU has none of the other three
+
+
+def test_outside_label_set_and_unknown_label_are_told_apart():
+    with pytest.raises(labels.OutsideLabelSet, match=r"'boredom' is outside the label set 'basic4' \(anger, happi"):
+        labels.map_label("boredom", "basic4")
+    with pytest.raises(labels.OutsideLabelSet) as outside:
+        labels.map_label("neutral", "basic6")
+    assert (outside.value.label, outside.value.space) == ("neutral", "basic6")
+    assert isinstance(outside.value, ValueError) and not isinstance(outside.value, labels.UnknownLabelError)
+    for space in labels.SHARED_SETS:
+        with pytest.raises(labels.UnknownLabelError, match="'frobnication'"):
+            labels.map_label("frobnication", space)
+        with pytest.raises(labels.UnknownLabelError, match="'frobnication'"):
+            labels.in_label_set("frobnication", space)  # a typo is an error, never taken for "outside the set"
+    assert labels.map_label("Joy", "basic6") == "happiness"  # case and the set synonym
+    assert labels.arousal("joy") == "high" and labels.map_label("joy", "categories") == "joy"  # joy elsewhere as is
+    assert labels.in_label_set("calm", "arousal") and labels.in_label_set("whatever", "categories")
+    with pytest.raises(labels.UnknownLabelError):
+        labels.in_label_set("frobnication", "valence")
+    with pytest.raises(ValueError, match="unknown label space 'basic5'"):
+        labels.in_label_set("anger", "basic5")
 
 
 @dataclass(frozen=True)
