@@ -18,9 +18,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
-from torch import nn
-
 from sermodels.models.base import SERModel
+from sermodels.models.groups import SETTINGS, group_parameters, reinitialise, setting_plan
 from sermodels.outputs import OutputSpec
 from sermodels.tasks.classification import ClassificationTask
 
@@ -73,34 +72,6 @@ def prepare_domains(
     return base
 
 
-def _prefixes(model: SERModel, groups: list[str]) -> tuple[str, ...]:
-    known = model.layer_groups()
-    unknown = [g for g in groups if g not in known]
-    if unknown:
-        raise ValueError(f"{type(model).__name__} has no layer groups {unknown}; its groups are {list(known)}")
-    return tuple(prefix for group in groups for prefix in known[group])
-
-
-def _inside(name: str, prefixes: tuple[str, ...]) -> bool:
-    return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
-
-
-def group_parameters(model: SERModel, groups: list[str]) -> list[tuple[str, nn.Parameter]]:
-    """``(name, parameter)`` of every parameter in the named layer groups; an unknown group is an error."""
-    prefixes = _prefixes(model, groups)
-    return [(name, param) for name, param in model.named_parameters() if _inside(name, prefixes)]
-
-
-def reinitialise(model: SERModel, groups: list[str]) -> None:
-    """Give the named groups the values of a freshly built model of the same configuration (its own initialisation:
-    EmoNet's Kaiming convolutions, zero adapters, fresh BN statistics), drawn from the current random state."""
-    if not groups:
-        return
-    prefixes = _prefixes(model, groups)
-    fresh = type(model)(**model.config()).state_dict()
-    model.load_state_dict({name: fresh[name] for name in fresh if _inside(name, prefixes)}, strict=False)
-
-
 def same_output(a: OutputSpec, b: OutputSpec) -> bool:
     """Whether two heads output the same thing (kind, names, level, frame rate)."""
     return all(getattr(a, f) == getattr(b, f) for f in ("kind", "names", "level", "frame_rate"))
@@ -115,6 +86,9 @@ class TransferTask(ClassificationTask):
         like: the base head whose BN (and, for ``head``/``full``, adapters) a new head starts from.
         keep_base_domains: keep the base's other heads (``adapters``/``head`` only; their weights are unchanged).
         freeze / freeze_upto / reinit: layer groups (``groups`` mode).
+        setting / cutoffs: a transfer setting A2–A8 of :data:`SETTINGS` (``groups`` mode, instead of ``freeze`` /
+            ``reinit``), with the model's cut-offs or three given group names (:func:`setting_plan`). A1 trains
+            nothing: ``sermodels finetune --setting A1`` scores the base as it is.
         optimizer: defaults to the base family's ``transfer_optimizer`` (AdaptedCNN: AdamW 1e-3), else SGD at the
             mode's learning rate (0.1 adapters, 0.01 otherwise); a given ``lr`` alone keeps the default optimiser.
         augment / ema: see :class:`~sermodels.tasks.base.SERTask`.
@@ -129,6 +103,8 @@ class TransferTask(ClassificationTask):
         freeze: list[str] | None = None,
         freeze_upto: str | None = None,
         reinit: list[str] | None = None,
+        setting: str | None = None,
+        cutoffs: list[str] | None = None,
         optimizer: dict[str, Any] | None = None,
         schedule: dict[str, Any] | None = None,
         restore_best: bool = True,
@@ -141,6 +117,12 @@ class TransferTask(ClassificationTask):
             raise ValueError(f"transfer mode must be one of {MODES}, got {mode!r}")
         if mode != "groups" and (freeze or freeze_upto or reinit):
             raise ValueError("freeze / freeze_upto / reinit belong to mode='groups'")
+        if setting is not None and (mode != "groups" or freeze or freeze_upto or reinit):
+            raise ValueError("a transfer setting belongs to mode='groups' and replaces freeze / freeze_upto / reinit")
+        if setting is not None and setting not in SETTINGS:
+            raise ValueError(f"transfer setting must be one of {SETTINGS}, got {setting!r}")
+        if cutoffs is not None and setting is None:
+            raise ValueError("cutoffs belong to a transfer setting (setting='A3', ...)")
         if mode == "groups" and keep_base_domains:
             raise ValueError("keep_base_domains belongs to the adapters and head modes (groups trains shared layers)")
         options = {"lr": MODE_LR[mode]} | dict(optimizer or {})
@@ -153,6 +135,8 @@ class TransferTask(ClassificationTask):
         self.freeze = list(freeze or [])
         self.freeze_upto = freeze_upto
         self.reinit = list(reinit or [])
+        self.setting = setting
+        self.cutoffs = None if cutoffs is None else list(cutoffs)
 
     def make_net(self, heads: dict[str, OutputSpec], data) -> SERModel:
         base = load_base(self.init_from)
@@ -180,7 +164,10 @@ class TransferTask(ClassificationTask):
                     "it has, or use a model with add_domain"
                 )
             base.add_domain(name, spec, like=base.resolve_head(self.like), replace=True)
-        frozen = list(self.freeze)
+        frozen, reinit = list(self.freeze), list(self.reinit)
+        if self.setting is not None:
+            plan = setting_plan(base, self.setting, self.cutoffs)
+            frozen, reinit = plan.freeze, plan.reinit
         if self.freeze_upto is not None:
             order = list(base.layer_groups())
             if self.freeze_upto not in order:
@@ -191,10 +178,12 @@ class TransferTask(ClassificationTask):
             if not hasattr(base, "remove_domain"):
                 raise ValueError(f"{self.init_from} has heads {sorted(base.heads)}; the data trains only {list(heads)}")
             base.remove_domain(name)
-        reinitialise(base, self.reinit)
+        reinitialise(base, reinit)
         # Parameters the architecture keeps frozen itself (a Deep Spectrum extractor) stay frozen.
         for _, param in group_parameters(base, frozen):
             param.requires_grad_(False)
+        if self.setting == "A1":  # no fine-tuning: nothing may train
+            base.requires_grad_(False)
         base.default_head = next(iter(heads))
         return base
 
@@ -206,4 +195,6 @@ class TransferTask(ClassificationTask):
         summary |= {"init_from": str(self.init_from), "mode": self.mode, "like": self.like}
         if self.mode == "groups":
             summary |= {"freeze": self.freeze, "freeze_upto": self.freeze_upto, "reinit": self.reinit}
+            if self.setting is not None:
+                summary |= {"setting": self.setting, "cutoffs": self.cutoffs}
         return summary

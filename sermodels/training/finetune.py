@@ -17,6 +17,15 @@ The regimes are the modes of :class:`~sermodels.tasks.transfer.TransferTask` (Ge
 - ``head``: only a new classifier head on top of the frozen base (as seen through its ``like`` domain);
 - ``full``: the ``head`` start, then every parameter is trained.
 
+**Transfer settings** (``setting``, ``--setting A1`` … ``A8``; Marczewski et al., ACM MM Thematic Workshops 2017,
+§3.2) work on any model with named layer groups (:meth:`~sermodels.models.base.SERModel.layer_groups`), multi-domain
+or not: A1 scores the pretrained model as it is (no training); A2 fine-tunes every layer; A3–A5 freeze the groups
+up to the first, second or third cut-off (CNN+LSTM: C1, C2, L; other families: their first three groups, or
+``cutoffs``) and fine-tune the rest; A6–A8 freeze the same groups and re-initialise the rest before training. When
+the data's classes are those of one of the base's heads (a model pretrained on the shared ``basic4`` classes and a
+folder with the folders anger, happiness, neutral, sadness), that head is kept and fine-tuned (A1 needs one); else
+a new head is added (``add_domain``). The optimiser is the family's (CNN+LSTM: AdaDelta, §3.1).
+
 Optimisation follows the paper (§5.2.2: SGD, momentum 0.9, class-weighted cross-entropy, ×0.1 on a plateau of the
 dev UAR) on a schedule short enough for a CPU: :data:`DEFAULT_EPOCHS` epochs and a plateau patience of a quarter of
 them (the paper's 50 epochs of patience are meant for runs of hundreds of epochs). The weights of the best dev epoch
@@ -35,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from sermodels.layers.domains import SUFFIX
+from sermodels.models.groups import SETTING_TEXT
 
 #: Epochs of a fine-tuning run: a few hundred clips take a few minutes on a laptop CPU (adapters regime).
 DEFAULT_EPOCHS = 10
@@ -81,6 +91,8 @@ def finetune(
     out: str | Path,
     *,
     regime: str = "adapters",
+    setting: str | None = None,
+    cutoffs: list[str] | None = None,
     epochs: int = DEFAULT_EPOCHS,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_duration: float | None | str = "auto",
@@ -102,7 +114,8 @@ def finetune(
 
     ``name`` is the new head's name (default: :func:`corpus_name_for` ``data``); ``like`` the base head whose BN
     (and, for ``head``/``full``, adapters) the new domain starts from (default: the base's default head). ``lr``
-    defaults to 0.1 for ``adapters`` and 0.01 otherwise (§6.1). ``max_duration`` (the training crop, seconds;
+    defaults to 0.1 for ``adapters`` and 0.01 otherwise (§6.1). ``setting`` (A1–A8, module docstring) replaces
+    ``regime``; ``cutoffs`` names its three cut-off groups. ``max_duration`` (the training crop, seconds;
     ``None``: whole clips) defaults to the family's ``training_crop_seconds`` (AV-SpNET: one 810 ms segment per clip
     and epoch, its per-segment training) or :data:`DEFAULT_MAX_DURATION`. Returns ``out`` (``None`` on the other
     ranks of a multi-device run, where only rank 0 writes).
@@ -114,10 +127,10 @@ def finetune(
     from sermodels.tasks.transfer import TransferTask
     from sermodels.training.train import export, quiet_trainer, trainer_info
 
-    arch = check_base(base)
+    arch = check_base(base, groups_only=setting is not None)
     if max_duration == "auto":  # the family's per-segment crop (AV-SpNET: 0.81 s), else 5 s
         max_duration = _training_crop(arch)
-    _check_options(regime, epochs, batch_size, max_duration, precision, patience)
+    _check_options(regime, epochs, batch_size, max_duration, precision, patience, setting, cutoffs)
     data, out = Path(data).expanduser(), Path(out).expanduser()
     if not data.exists():
         raise FileNotFoundError(f"{data}: no such data folder or CSV/TSV table")
@@ -125,6 +138,14 @@ def finetune(
         raise FileExistsError(f"{out}: the output must be a folder, and this is a file")
     if data.is_dir() and out.resolve().is_relative_to(data.resolve()):
         raise ValueError(f"{out}: the output folder is inside the data folder {data}, where it would be a class")
+    classes = _corpus_classes(data)
+    if setting is not None and name is None:
+        name = _matching_head(base, classes)
+    if setting == "A1" and (name is None or _head_labels(base).get(name) != classes):
+        raise ValueError(
+            f"{base}: A1 (no fine-tuning) scores a head of the base, and none predicts the data's classes {classes} "
+            f"(its heads: {_head_labels(base)}); name the folders after a head's classes, or choose A2-A8"
+        )
     name = check_domain_name(name or corpus_name_for(data))
     train_size = _check_corpus(data, name)
     batch_size = min(batch_size, train_size)
@@ -142,11 +163,18 @@ def finetune(
     L.seed_everything(seed, workers=True, verbose=False)
     task = TransferTask(
         init_from=str(base),
-        mode=regime,
+        mode=regime if setting is None else "groups",
         like=like,
+        setting=setting,
+        cutoffs=cutoffs,
         optimizer=None if lr is None else {"lr": lr},
         schedule={"name": "plateau", "patience": patience or default_patience(epochs)},
     )
+    what = REGIME_TEXT[regime] if setting is None else f"transfer setting {setting}: {SETTING_TEXT[setting]}."
+    text = description or f"{arch} fine-tuned from {base} on the user corpus {name} ({data.name}): {what}"
+    if setting == "A1":  # nothing trains: the base, scored on the data's test partition
+        task.configure_from(datamodule)
+        return export(task, datamodule, out, description=text, trainer_info={"epochs_run": 0, "wall_seconds": 0.0})
     trainer = quiet_trainer(
         max_epochs=epochs,
         accelerator=accelerator,
@@ -160,9 +188,6 @@ def finetune(
     wall = time.perf_counter() - started
     if not trainer.is_global_zero:
         return None  # under DDP only rank 0 writes the folder
-    text = (
-        description or f"{arch} fine-tuned from {base} on the user corpus {name} ({data.name}): {REGIME_TEXT[regime]}"
-    )
     return export(task, datamodule, out, description=text, trainer_info=trainer_info(trainer, wall))
 
 
@@ -172,14 +197,17 @@ def _training_crop(arch: str) -> float:
     return float(getattr(get_model_class(arch), "training_crop_seconds", DEFAULT_MAX_DURATION))
 
 
-def check_base(base: str | Path) -> str:
+def check_base(base: str | Path, groups_only: bool = False) -> str:
     """The architecture of ``base``, or a clear error unless it is a multi-domain model: one whose class has every
-    method of :data:`BASE_METHODS` (reads its config.json only; the weights are loaded when training starts)."""
+    method of :data:`BASE_METHODS` (reads its config.json only; the weights are loaded when training starts). With
+    ``groups_only`` (a transfer setting) any architecture is accepted: its layer groups are checked when it loads."""
     from sermodels._registry import get_model_class
     from sermodels.hub import read_config
 
     arch = read_config(base).get("architecture")
     cls = get_model_class(str(arch))
+    if groups_only:
+        return str(arch)
     missing = [method for method in BASE_METHODS if not callable(getattr(cls, method, None))]
     if missing:
         raise ValueError(
@@ -189,9 +217,32 @@ def check_base(base: str | Path) -> str:
     return str(arch)
 
 
-def _check_options(regime, epochs, batch_size, max_duration, precision, patience) -> None:
+def _head_labels(base: str | Path) -> dict[str, list[str]]:
+    from sermodels.hub import read_config
+
+    return {name: list(labels) for name, labels in read_config(base).get("heads", {}).items()}
+
+
+def _matching_head(base: str | Path, classes: list[str]) -> str | None:
+    """The base's head whose classes are ``classes`` in the same order, if one is."""
+    return next((name for name, labels in _head_labels(base).items() if labels == classes), None)
+
+
+def _corpus_classes(data: Path) -> list[str]:
+    from sermodels.data import load_corpus
+
+    return list(load_corpus("folder", data, name="custom").classes)
+
+
+def _check_options(regime, epochs, batch_size, max_duration, precision, patience, setting=None, cutoffs=None) -> None:
+    from sermodels.models.groups import SETTINGS
+
     if regime not in REGIMES:
         raise ValueError(f"regime must be one of {', '.join(REGIMES)}, got {regime!r}")
+    if setting is not None and setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {', '.join(SETTINGS)}, got {setting!r}")
+    if cutoffs is not None and (setting is None or len(cutoffs) != 3):
+        raise ValueError(f"cutoffs are three layer groups of a transfer setting (A3-A8), got {cutoffs}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if epochs < 1 or batch_size < 1 or (patience is not None and patience < 1):
