@@ -92,6 +92,16 @@ SMALL_BUILDS: dict[str, SmallBuild] = {
         },
         unused_in_forward=("decoder_fc", "unstage2", "unstage1", "to_input"),
     ),
+    # narrow CNN+LSTM layers on the log-mel front-end, a categories and a dimensions head
+    "cnn_lstm": SmallBuild(
+        lambda: {
+            "domains": {"basic4": ["anger", "happiness", "neutral", "sadness"], "av": ["arousal", "valence"]},
+            "head_specs": {"av": {"kind": "dimensions", "names": ["arousal", "valence"], "range": [-1, 1]}},
+            "filters": 8,
+            "lstm_units": 6,
+            "dense_units": 12,
+        }
+    ),
     "toy_frame": SmallBuild(lambda: {}),
     "toy_utterance": SmallBuild(lambda: {}),
 }
