@@ -64,8 +64,8 @@ from sermodels._registry import register_model
 from sermodels.features import Spectrogram
 from sermodels.features.spectrogram import reflect_tails
 from sermodels.layers.domains import domain_key
-from sermodels.models.base import MultiDomainModel, valid_lengths
-from sermodels.outputs import OutputSpec, specs_to_json
+from sermodels.models.base import HeadDomainModel, valid_lengths
+from sermodels.outputs import specs_to_json
 
 #: §2.2.1: 20 ms Hamming window, 10 ms hop, 800-point DFT at 16 kHz (``avspnet_spec`` in ``../shared/reference``).
 FRONTEND: dict[str, Any] = {
@@ -137,7 +137,7 @@ def encoder_shapes(bins: int, frames: int, pool: int) -> list[tuple[int, int]]:
 
 
 @register_model("av_spnet")
-class AVSpNet(MultiDomainModel):
+class AVSpNet(HeadDomainModel):
     """Waveforms ``(B, T)`` -> 810 ms log-spectrogram segments -> conv encoder -> a head per segment -> the
     utterance's vote (module docstring).
 
@@ -236,44 +236,10 @@ class AVSpNet(MultiDomainModel):
             "frontend": self.spectrogram.config(),
         } | ({"head_specs": specs_to_json(self.head_specs)} if self.head_specs else {})
 
-    # ---- domains (a new head on the frozen encoder) ----------------------------------------------------------------
-    def add_domain(
-        self,
-        name: str,
-        labels: list[str] | OutputSpec,
-        like: str | None = None,
-        copy_adapters: bool = False,
-        replace: bool = False,
-    ) -> None:
-        """A new recognition head (§2.3) on the conv encoder; ``like``/``copy_adapters`` have nothing to copy (the
-        family has no per-domain adapters or BN) and are accepted for the multi-domain contract."""
-        names, spec = self.new_domain(name, labels, like, False, replace)
+    # ---- domains (a new recognition head on the frozen encoder, §2.3) -------------------------------------------
+    def _drop_domain(self, name: str) -> None:
         if name in self.proxy_heads:
             self.proxy_heads.remove(name)  # a replaced proxy head becomes a recognition head
-        self.register_head(name, names, spec)
-        weight = self.shared_fc[0].weight
-        head = self._new_head(name).to(device=weight.device, dtype=weight.dtype).train(self.training)
-        self.classifiers[domain_key(name)] = head
-
-    def remove_domain(self, name: str) -> None:
-        self.resolve_head(name)
-        if len(self.heads) == 1:
-            raise ValueError("cannot remove the only head")
-        del self.classifiers[domain_key(name)]
-        if name in self.proxy_heads:
-            self.proxy_heads.remove(name)
-        self.forget_head(name)
-
-    def head_parameters(self, name: str) -> list[nn.Parameter]:
-        return list(self.classifiers[domain_key(self.resolve_head(name))].parameters())
-
-    def domain_parameters(self, name: str) -> list[nn.Parameter]:
-        """A head's own layers (the family has no per-domain adapters)."""
-        return self.head_parameters(name)
-
-    def shared_parameters(self) -> list[nn.Parameter]:
-        own = {id(p) for name in self.heads for p in self.head_parameters(name)}
-        return [p for p in self.parameters() if id(p) not in own]
 
     def layer_groups(self) -> dict[str, list[str]]:
         """Input to output: the two encoder stages, the shared FC, the decoder, the heads."""

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from sermodels.layers.domains import check_domain_name
+from sermodels.layers.domains import check_domain_name, domain_key
 from sermodels.outputs import OutputSpec, categories
 
 
@@ -226,6 +226,56 @@ class MultiDomainModel(SERModel):
         per_domain = {name: sum(p.numel() for p in self.domain_parameters(name)) for name in self.heads}
         shared = sum(p.numel() for p in self.shared_parameters())
         return {"total": sum(p.numel() for p in self.parameters()), "shared": shared, "per_domain": per_domain}
+
+
+class HeadDomainModel(MultiDomainModel):
+    """A multi-domain family whose only per-domain part is its head (AV-SpNET, CNN+LSTM): heads live in
+    ``self.classifiers`` (an ``nn.ModuleDict`` by :func:`~sermodels.layers.domains.domain_key`), a new domain is a new
+    head from :meth:`_new_head` on the shared network, and everything else is shared. ``like`` / ``copy_adapters``
+    have nothing to copy and are accepted for the multi-domain contract."""
+
+    classifiers: nn.ModuleDict
+
+    def _new_head(self, name: str) -> nn.Module:
+        """A freshly initialised head for ``name`` (registered in ``self.heads`` already)."""
+        raise NotImplementedError
+
+    def _drop_domain(self, name: str) -> None:
+        """Family bookkeeping when a head is replaced or removed (default: none)."""
+
+    def add_domain(
+        self,
+        name: str,
+        labels: list[str] | OutputSpec,
+        like: str | None = None,
+        copy_adapters: bool = False,
+        replace: bool = False,
+    ) -> None:
+        names, spec = self.new_domain(name, labels, like, False, replace)
+        self._drop_domain(name)
+        self.register_head(name, names, spec)
+        reference = next(self.parameters())
+        head = self._new_head(name).to(device=reference.device, dtype=reference.dtype).train(self.training)
+        self.classifiers[domain_key(name)] = head
+
+    def remove_domain(self, name: str) -> None:
+        self.resolve_head(name)
+        if len(self.heads) == 1:
+            raise ValueError("cannot remove the only head")
+        del self.classifiers[domain_key(name)]
+        self._drop_domain(name)
+        self.forget_head(name)
+
+    def head_parameters(self, name: str) -> list[nn.Parameter]:
+        return list(self.classifiers[domain_key(self.resolve_head(name))].parameters())
+
+    def domain_parameters(self, name: str) -> list[nn.Parameter]:
+        """A head's own layers (the family has no per-domain adapters or BN)."""
+        return self.head_parameters(name)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        own = {id(p) for name in self.heads for p in self.head_parameters(name)}
+        return [p for p in self.parameters() if id(p) not in own]
 
 
 def valid_lengths(waveforms: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:

@@ -52,8 +52,8 @@ from torch import Tensor, nn
 from sermodels._registry import register_model
 from sermodels.features import AmplitudeToDB, MelSpectrogram
 from sermodels.layers.domains import domain_key
-from sermodels.models.base import MultiDomainModel, valid_lengths
-from sermodels.outputs import OutputSpec, specs_to_json
+from sermodels.models.base import HeadDomainModel, valid_lengths
+from sermodels.outputs import specs_to_json
 
 INPUT_SAMPLES = 54_000  # §3.1: "a 54,000 dimensional input"
 SAMPLE_RATE = 16_000
@@ -102,7 +102,7 @@ def conv_steps(steps: int, kernel: int, stride: int, pool: int) -> int:
 
 
 @register_model("cnn_lstm")
-class CNNLSTM(MultiDomainModel):
+class CNNLSTM(HeadDomainModel):
     """Waveforms ``(B, T)`` -> a fixed 3.375 s window -> C1 -> C2 -> L -> F -> the head's logits (module docstring).
 
     Args:
@@ -205,40 +205,6 @@ class CNNLSTM(MultiDomainModel):
         if self.frontend == "logmel":
             config["mel"] = {key: self.melspec.config()[key] for key in MEL_FRONTEND}
         return config | ({"head_specs": specs_to_json(self.head_specs)} if self.head_specs else {})
-
-    # ---- domains ---------------------------------------------------------------------------------------------------
-    def add_domain(
-        self,
-        name: str,
-        labels: list[str] | OutputSpec,
-        like: str | None = None,
-        copy_adapters: bool = False,
-        replace: bool = False,
-    ) -> None:
-        """A new output layer on ``F``; ``like``/``copy_adapters`` have nothing to copy (the family has no
-        per-domain adapters or BN) and are accepted for the multi-domain contract."""
-        names, spec = self.new_domain(name, labels, like, False, replace)
-        self.register_head(name, names, spec)
-        weight = self.dense[1].weight
-        self.classifiers[domain_key(name)] = self._new_head(name).to(device=weight.device, dtype=weight.dtype)
-
-    def remove_domain(self, name: str) -> None:
-        self.resolve_head(name)
-        if len(self.heads) == 1:
-            raise ValueError("cannot remove the only head")
-        del self.classifiers[domain_key(name)]
-        self.forget_head(name)
-
-    def head_parameters(self, name: str) -> list[nn.Parameter]:
-        return list(self.classifiers[domain_key(self.resolve_head(name))].parameters())
-
-    def domain_parameters(self, name: str) -> list[nn.Parameter]:
-        """A head's output layer (the family has no per-domain adapters)."""
-        return self.head_parameters(name)
-
-    def shared_parameters(self) -> list[nn.Parameter]:
-        own = {id(p) for name in self.heads for p in self.head_parameters(name)}
-        return [p for p in self.parameters() if id(p) not in own]
 
     def layer_groups(self) -> dict[str, list[str]]:
         """§3.2's groups, input to output: C1, C2, L (with the LSTM), F (the dense layers and the output layers)."""
