@@ -15,6 +15,7 @@ from typing import Any
 
 from sermodels.checkpoint import read_json_object
 from sermodels.labels import LABEL_SPACES
+from sermodels.models.groups import SETTINGS
 from sermodels.pretrained import load_index
 
 REPO = Path(__file__).resolve().parents[1]
@@ -1141,6 +1142,190 @@ def av_spnet_claims(down: dict[str, Any], fractions: list[str]) -> list[str]:
     return claims
 
 
+CNN_LSTM_SETTINGS = SETTINGS
+CNN_LSTM_SYSTEMS = {
+    "svm_logmel600": "SVM, log-mel 600",
+    "svm_egemaps": "SVM, eGeMAPS",
+    "cnn": "CNN",
+    "cnn_lstm": "CNN+LSTM",
+}
+
+
+def _gain(value: float) -> str:
+    return f"{value:+.3f}"
+
+
+def _marked(cell: dict[str, Any], key: str = "gain", p: str = "p_vs_tt") -> str:
+    """A gain (or UAR) with * when its paired t-test over the folds gives p < 0.05."""
+    text = _gain(cell[key]) if key in ("gain", "delta") else f"{cell[key]:.3f}"
+    return text + ("*" if cell.get(p) is not None and cell[p] < 0.05 else "")
+
+
+def cnn_lstm_table(path: Path = RESULTS / "cnn_lstm.json") -> str:
+    """The CNN+LSTM transfer study's Tables 2-4 on our corpora (benchmarks/cnn_lstm.py), the paper's beside."""
+    res = read_json_object(path) if path.is_file() else {}
+    summary = res.get("summary", {})
+    if not summary.get("table3"):
+        return "_Not measured yet: run `python benchmarks/cnn_lstm.py`._"
+    run, paper = res.get("run", {}), res.get("paper", {})
+    folds = sorted({row["folds"] for row in summary["table3"].values()})
+    lines = [
+        f"Four classes ({', '.join(run.get('classes', []))}) in every corpus "
+        f"({', '.join(f'{c} {n}' for c, n in run.get('clips', {}).items())} clips), "
+        f"{'/'.join(map(str, folds))} speaker-grouped folds, the same in every setting; the {run.get('frontend')} "
+        f"variant on the {run.get('device', 'cpu').upper()}, {run.get('pretrain_epochs')} epochs from scratch "
+        f"(pre-training, TT, CNN), {run.get('finetune_epochs')} of fine-tuning, seed {run.get('seed')}.",
+    ]
+    lines += ["", *cnn_lstm_table2(summary.get("table2", {}), paper.get("table2", {}))]
+    lines += ["", *cnn_lstm_table3(summary, paper.get("table3", {}))]
+    if summary.get("table4"):
+        lines += ["", *cnn_lstm_table4(summary["table4"], paper.get("table4", {}))]
+    claims = cnn_lstm_claims(summary)
+    if claims:
+        lines += ["", "On these numbers: " + "; ".join(claims) + "."]
+    lines += ["", "Measured by `python benchmarks/cnn_lstm.py` (`benchmarks/results/cnn_lstm.json`, with every fold's "
+              "value, the training curves that chose the epochs and the wall times)."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def cnn_lstm_table2(table2: dict[str, Any], paper: dict[str, Any]) -> list[str]:
+    if not table2:
+        return ["_Table 2 (SVM / CNN / CNN+LSTM) not measured yet._"]
+    systems = [k for k in CNN_LSTM_SYSTEMS if any(k in row for row in table2.values())]
+    lines = [
+        "**Table 2 analogue** (no transfer: every model trained on the training folds of all four corpora pooled, "
+        "UAR on each corpus's test fold; * CNN+LSTM differs from the CNN with p < 0.05, paired t-test over the "
+        "folds). The paper (six emotions, SVM on the IS10 set) in the last column:",
+        "",
+        "| corpus | " + " | ".join(CNN_LSTM_SYSTEMS[k] for k in systems) + " | paper: SVM / CNN / CNN+LSTM |",
+        "|---|" + "---|" * (len(systems) + 1),
+    ]
+    for corpus, row in table2.items():
+        cells = []
+        for key in systems:
+            star = "*" if key == "cnn_lstm" and (row.get("p_cnn_lstm_vs_cnn") or 1) < 0.05 else ""
+            cells.append(f"{row[key]:.3f}{star}" if key in row else "–")
+        theirs = paper.get(corpus)
+        quoted = " / ".join(f"{theirs[k]:.3f}" for k in ("svm", "cnn", "cnn_lstm")) if theirs else "–"
+        lines.append(f"| {corpus} | " + " | ".join(cells) + f" | {quoted} |")
+    return lines
+
+
+def cnn_lstm_table3(summary: dict[str, Any], paper: dict[str, Any]) -> list[str]:
+    table3, across = summary["table3"], summary.get("table3_across", {})
+    lines = [
+        "**Table 3 analogue**: UAR of TT (trained on the target's training folds only) and the relative gain over it, "
+        "(UAR − UAR_TT) / UAR_TT, of each setting: S1 pre-trains on every corpus without the test fold (the "
+        "target's training folds included), S2 on the other corpora only; A1 no fine-tuning, A2 all layers, A3–A5 "
+        "C1 / C1+C2 / C1+C2+L frozen, A6–A8 the same frozen and the rest re-initialised. * p < 0.05 against TT "
+        "(paired t-test over the folds). Mean and sd are across the four corpora; the paper's rows (six corpora, "
+        "EMO-DB and EMOVO among them) below ours.",
+    ]
+    for scenario in ("S1", "S2"):
+        lines += ["", f"| {scenario} | TT | " + " | ".join(CNN_LSTM_SETTINGS) + " |",
+                  "|---|---|" + "---|" * len(CNN_LSTM_SETTINGS)]  # fmt: skip
+        for corpus, row in table3.items():
+            cells = " | ".join(_marked(row[scenario][a]) for a in CNN_LSTM_SETTINGS)
+            lines.append(f"| {corpus} | {row['TT']:.3f} | {cells} |")
+        if across:
+            for stat in ("mean", "sd"):
+                values = [across[scenario][a][stat] for a in CNN_LSTM_SETTINGS]
+                if None not in values:
+                    lines.append(f"| {stat} | | " + " | ".join(_gain(v) if stat == "mean" else f"{v:.3f}"
+                                                            for v in values) + " |")  # fmt: skip
+        for name, row in paper.items():
+            if scenario in row:
+                tt = f"{row['TT']:.3f}" if "TT" in row else ""
+                label = f"paper {name}" if name in ("mean", "sd") else f"paper: {name}"
+                lines.append(f"| {label} | {tt} | " + " | ".join(
+                    _gain(v) if name != "sd" else f"{v:.3f}" for v in row[scenario]) + " |")  # fmt: skip
+    return lines
+
+
+def cnn_lstm_table4(table4: dict[str, Any], paper: dict[str, Any]) -> list[str]:
+    settings = ("A1", "A2", "A3", "A4")
+    lines = [
+        "**Table 4 analogue**: UAR when one source corpus is left out of the pre-training (S1 and S2, A1–A4 as the "
+        "paper shows); ↑ / ↓ a significant rise / drop against All (p < 0.05, paired t-test over the folds).",
+        "",
+        "| target | pre-training | " + " | ".join(f"S1 {a}" for a in settings) + " | "
+        + " | ".join(f"S2 {a}" for a in settings) + " |",
+        "|---|---|" + "---|" * (2 * len(settings)),
+    ]  # fmt: skip
+    for corpus, row in table4.items():
+        all_cells = [f"{row['All'][s][a]:.3f}" for s in ("S1", "S2") for a in settings]
+        lines.append(f"| {corpus} | All | " + " | ".join(all_cells) + " |")
+        for dropped, per in row.items():
+            if not dropped.startswith("-"):
+                continue
+            cells = []
+            for s in ("S1", "S2"):
+                for a in settings:
+                    cell = per[s][a]
+                    mark = ""
+                    if cell.get("p_vs_all") is not None and cell["p_vs_all"] < 0.05:
+                        mark = "↑" if cell["delta"] > 0 else "↓"
+                    cells.append(f"{cell['uar']:.3f}{mark}")
+            lines.append(f"| {corpus} | − {dropped[1:]} | " + " | ".join(cells) + " |")
+        for dropped, per in paper.get(corpus, {}).items():
+            name = "All" if dropped == "All" else f"− {dropped[1:]}"
+            cells = [f"{v:.3f}" for s in ("S1", "S2") for v in per[s]]
+            lines.append(f"| paper: {corpus} | {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def cnn_lstm_claims(summary: dict[str, Any]) -> list[str]:
+    """The paper's conclusions (§4.4) checked on our tables (computed, never typed)."""
+    claims = []
+    across = summary.get("table3_across", {})
+    table3 = summary.get("table3", {})
+    if across:
+        mean = {s: {a: across[s][a]["mean"] for a in CNN_LSTM_SETTINGS} for s in ("S1", "S2")}
+        best = max(((s, a) for s in mean for a in CNN_LSTM_SETTINGS), key=lambda k: mean[k[0]][k[1]])
+        claims.append(f"the best mean gain is {best[0]}-{best[1]} ({_gain(mean[best[0]][best[1]])}; the paper's is "
+                      "S1-A2, +0.073)")  # fmt: skip
+        below = [c for c, row in table3.items() if row["S2"]["A1"]["gain"] < 0]
+        claims.append(f"without fine-tuning, S2 (zero-shot to a new corpus) is below TT on {len(below)} of "
+                      f"{len(table3)} corpora (mean {_gain(mean['S2']['A1'])}; the paper's −0.321) and fine-tuning "
+                      f"(S2-A2) gives {_gain(mean['S2']['A2'])}")  # fmt: skip
+        s1_wins = [a for a in CNN_LSTM_SETTINGS if mean["S1"][a] >= mean["S2"][a]]
+        claims.append(f"S1 ≥ S2 in mean gain for {len(s1_wins)} of 8 settings ({', '.join(s1_wins) or 'none'})")
+        for s in ("S1", "S2"):
+            order = " ≥ ".join(a for a in ("A2", "A3", "A4", "A5"))
+            holds = all(mean[s][x] >= mean[s][y] for x, y in zip(("A2", "A3", "A4"), ("A3", "A4", "A5")))
+            claims.append(f"{s}: gains fall as more layers are frozen ({order}) {'holds' if holds else 'does not hold'}"
+                          f" ({', '.join(f'{a} {_gain(mean[s][a])}' for a in ('A2', 'A3', 'A4', 'A5'))})")  # fmt: skip
+        conv = [a for s in ("S1", "S2") for a in ("A3", "A4") if mean[s][a] >= mean[s]["A5"]]
+        claims.append(
+            f"freezing only convolutions (A3, A4) beats freezing the LSTM too (A5) in {len(conv)} of 4 "
+            "(scenario, setting) pairs: the paper's features general in the convolutions, specific above"
+        )
+        significant = sum(
+            1 for row in table3.values() for s in ("S1", "S2") for a in CNN_LSTM_SETTINGS
+            if row[s][a]["p_vs_tt"] is not None and row[s][a]["p_vs_tt"] < 0.05 and row[s][a]["gain"] > 0
+        )  # fmt: skip
+        claims.append(f"{significant} of {len(table3) * 16} (corpus, setting) gains over TT are significant")
+    table2 = summary.get("table2", {})
+    if table2:
+        over_cnn = [c for c, r in table2.items() if r["cnn_lstm"] > r["cnn"]]
+        svm_keys = [k for k in ("svm_logmel600", "svm_egemaps") if all(k in r for r in table2.values())]
+        over_svm = [c for c, r in table2.items() if all(r["cnn_lstm"] > r[k] for k in svm_keys)]
+        claims.append(f"CNN+LSTM beats the CNN on {len(over_cnn)} of {len(table2)} corpora and every SVM on "
+                      f"{len(over_svm)}")  # fmt: skip
+    table4 = summary.get("table4", {})
+    for s, word, paper_word in (
+        ("S1", "raises", "it almost always raises it"),
+        ("S2", "lowers", "it mostly lowers it"),
+    ):
+        cells = [per[s][a] for row in table4.values() for d, per in row.items() if d.startswith("-")
+                 for a in ("A1", "A2", "A3", "A4")]  # fmt: skip
+        if cells:
+            moved = sum(1 for c in cells if (c["delta"] > 0) == (word == "raises"))
+            claims.append(f"leaving one source out of {s} pre-training {word} UAR in {moved} of {len(cells)} cells "
+                          f"(the paper: {paper_word})")  # fmt: skip
+    return claims
+
+
 SECTIONS = {
     "models": models_table,
     "zoo": zoo_table,
@@ -1155,6 +1340,7 @@ SECTIONS = {
     "continuous": continuous_table,
     "continuous_enhancement": continuous_enhancement_table,
     "av_spnet": av_spnet_table,
+    "cnn_lstm": cnn_lstm_table,
 }
 
 

@@ -95,13 +95,13 @@ def fit(
 def _fit(model, params, x, labels, start, epochs, seed, head, batch_size) -> FitLog:
     head = model.resolve_head(head)
     optimiser = torch.optim.Adadelta(params, **OPTIMIZER)
-    y = torch.as_tensor(labels, dtype=torch.long)
-    weights = class_weights(np.asarray(labels), len(model.heads[head]))
+    y = torch.as_tensor(labels, dtype=torch.long, device=x.device)
+    weights = class_weights(np.asarray(labels), len(model.heads[head])).to(x.device)
     generator = torch.Generator().manual_seed(seed)
     log = FitLog()
     model.train()
     for _ in range(epochs):
-        order = torch.randperm(len(y), generator=generator)
+        order = torch.randperm(len(y), generator=generator).to(x.device)
         total, correct, seen = 0.0, 0, 0
         for i in range(0, len(order), batch_size):
             index = order[i : i + batch_size]
@@ -126,7 +126,7 @@ def predict(model: CNNLSTM, x: torch.Tensor, *, start: str = STAGE_INPUT, head: 
     model.eval()
     with torch.inference_mode():
         logits = torch.cat([model.run(x[i : i + 256], start=start, head=head) for i in range(0, len(x), 256)])
-    return logits.argmax(-1).numpy()
+    return logits.argmax(-1).cpu().numpy()
 
 
 def prepare(model: CNNLSTM, setting: str, seed: int) -> tuple[CNNLSTM, str]:
