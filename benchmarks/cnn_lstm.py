@@ -60,7 +60,16 @@ from sermodels.data.splits import grouped_folds  # noqa: E402
 from sermodels.metrics import uar  # noqa: E402
 from sermodels.models.cnn_lstm import CNNLSTM  # noqa: E402
 from sermodels.models.groups import SETTINGS  # noqa: E402
-from sermodels.training.cnn_lstm import fit, fresh, network_inputs, predict, prepare, stage_outputs  # noqa: E402
+from sermodels.training.cnn_lstm import (
+    BATCH_SIZE,
+    OPTIMIZER,
+    fit,
+    fresh,
+    network_inputs,
+    predict,
+    prepare,
+    stage_outputs,
+)  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "cnn_lstm.json"
@@ -149,8 +158,10 @@ class Data:
         self.inputs = self._inputs()
 
     def _inputs(self) -> torch.Tensor:
-        key = hashlib.sha256(("\n".join(str(it.path) for it in self.items) + self.frontend).encode()).hexdigest()[:12]
-        path = RUNS / f"inputs_{self.frontend}_{key}.safetensors"
+        front = CNNLSTM({SPACE: self.classes}, frontend=self.frontend).config()
+        front = {k: front.get(k) for k in ("frontend", "input_samples", "mel", "sample_rate")}
+        names = "\n".join(str(it.path) for it in self.items) + json.dumps(front, sort_keys=True)
+        path = RUNS / f"inputs_{self.frontend}_{hashlib.sha256(names.encode()).hexdigest()[:12]}.safetensors"
         if path.is_file():
             return load_file(path)["inputs"].float()
         log(f"decoding {len(self.items)} clips and computing the {self.frontend} inputs")
@@ -197,13 +208,13 @@ def pretrained(
     """The network pre-trained on ``mask``'s items (cached by ``key``, the items and the schedule). One that another
     process is training is waited for, or (``wait=False``) ``None``."""
     digest = hashlib.sha256(mask.tobytes() + f"{epochs} {seed} {recurrent}".encode()).hexdigest()[:10]
-    path = RUNS / "pretrained" / data.frontend / f"{key}_{digest}.safetensors"
+    path = RUNS / "pretrained" / f"{data.frontend}_{setup_digest(data)}" / f"{key}_{digest}.safetensors"
     model = fresh(config(data, recurrent), seed).to(data.inputs.device)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.is_file() and not claimed(path):
         if not wait:
             return None
-        wait_for(path)
+        wait_for(path)  # returns once the file is there, or with this process's claim on it
     if path.is_file():
         model.load_state_dict(load_file(path, device=str(data.inputs.device)))
         return model.eval()
@@ -213,7 +224,7 @@ def pretrained(
     path.with_suffix(".json").write_text(
         json.dumps({"loss": curve.loss, "accuracy": curve.accuracy, "seconds": time.perf_counter() - started}) + "\n"
     )
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     save_file(model.state_dict(), partial)
     partial.replace(path)  # a process running beside this one never reads half a file
     path.with_suffix(".claim").unlink(missing_ok=True)
@@ -230,19 +241,32 @@ def claimed(path: Path) -> bool:
         return True
     except FileExistsError:
         try:
-            os.kill(int(claim.read_text() or 0), 0)
+            owner = int(claim.read_text() or 0)
+            os.kill(owner, 0)
         except (ProcessLookupError, ValueError, FileNotFoundError):
-            claim.write_text(str(os.getpid()))  # its owner died: the claim is this process's now
-            return True
+            claim.unlink(missing_ok=True)  # its owner died (or just finished): claim it afresh
+            return not path.is_file() and claimed(path)
+        except PermissionError:
+            pass  # a live process of another user
         return False
 
 
 def wait_for(path: Path) -> None:
     log(f"waiting for {path.name}, trained by another process")
-    while not path.is_file():
-        if not path.with_suffix(".claim").is_file() and not path.is_file():
-            return  # the other process gave up; the caller trains it
+    while not path.is_file() and not claimed(path):
         time.sleep(5)
+
+
+def setup_digest(data: Data) -> str:
+    """What a cached network depends on besides its items and schedule: the architecture's configuration (sizes,
+    dropout, front-end), the batch size, the optimiser and the device type."""
+    setup = {
+        "model": CNNLSTM(**config(data)).config(),
+        "batch_size": BATCH_SIZE,
+        "optimizer": OPTIMIZER,
+        "device": data.inputs.device.type,
+    }
+    return hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def s1(data: Data, fold: int, args, without: str | None = None, recurrent: bool = True, wait: bool = True):
@@ -274,7 +298,7 @@ class Target:
         x = self.data.inputs[self.test] if x is None else x
         return round(uar(self.data.labels[self.test], predict(model, x, start=start), len(self.data.classes)), 4)
 
-    def stage(self, key: int, model: CNNLSTM, stage: str, part: np.ndarray) -> torch.Tensor:
+    def stage(self, key: str, model: CNNLSTM, stage: str, part: np.ndarray) -> torch.Tensor:
         """``stage``'s outputs of the pre-trained ``model`` for ``part``'s items (computed once per network)."""
         name = (key, stage, "train" if part is self.train else "test")
         if name not in self.cache:
@@ -282,14 +306,15 @@ class Target:
             self.cache[name] = inputs if stage == "input" else stage_outputs(model, inputs, stage)
         return self.cache[name]
 
-    def setting(self, base: CNNLSTM, setting: str, epochs: int, seed: int) -> float:
-        """UAR on the test fold after ``setting`` from the pre-trained ``base`` (left unchanged)."""
+    def setting(self, base: CNNLSTM, key: str, setting: str, epochs: int, seed: int) -> float:
+        """UAR on the test fold after ``setting`` from the pre-trained ``base`` (left unchanged; ``key`` names it
+        for the stage cache)."""
         if setting == "A1":
             return self.score(base)
         model, start = prepare(copy.deepcopy(base), setting, seed)
-        x_train = self.stage(id(base), base, start, self.train)
+        x_train = self.stage(key, base, start, self.train)
         fit(model, x_train, self.data.labels[self.train], start=start, epochs=epochs, seed=seed)
-        return self.score(model, start, self.stage(id(base), base, start, self.test))
+        return self.score(model, start, self.stage(key, base, start, self.test))
 
     def from_scratch(self, epochs: int, seed: int, recurrent: bool = True) -> float:
         """TT: the network trained on the target's training folds only."""
@@ -367,7 +392,9 @@ def table3_part(data: Data, args) -> None:
             base1 = s1(data, fold, args)
             entry: dict[str, Any] = {"TT": cell.from_scratch(args.pretrain_epochs, args.seed)}
             for scenario, base in (("S1", base1), ("S2", base2)):
-                entry[scenario] = {a: cell.setting(base, a, args.finetune_epochs, args.seed) for a in SETTINGS}
+                entry[scenario] = {
+                    a: cell.setting(base, scenario, a, args.finetune_epochs, args.seed) for a in SETTINGS
+                }
             entry["seconds"] = round(time.perf_counter() - started, 1)
             log(f"table 3 {target} fold {fold}: TT {entry['TT']:.3f} S1 {entry['S1']} S2 {entry['S2']}")
             with locked_results(args.results) as results:
@@ -413,7 +440,10 @@ def table4_part(data: Data, args) -> None:
             for without in (c for c in CORPORA if c != target):
                 bases = {"S1": s1(data, fold, args, without=without), "S2": s2(data, target, args, without=without)}
                 entry[f"-{without}"] = {
-                    scenario: {a: cell.setting(base, a, args.finetune_epochs, args.seed) for a in TABLE4_SETTINGS}
+                    scenario: {
+                        a: cell.setting(base, f"{scenario}-{without}", a, args.finetune_epochs, args.seed)
+                        for a in TABLE4_SETTINGS
+                    }
                     for scenario, base in bases.items()
                 }
             entry["seconds"] = round(time.perf_counter() - started, 1)
@@ -541,6 +571,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "classes": data.classes,
         "clips": {c: int(data.mask([c]).sum()) for c in CORPORA},
     }
+    with locked_results(args.results) as results:
+        if results.get("run", run) != run:
+            raise SystemExit(f"{args.results} holds a run with other settings ({results['run']}); give --results")
     for part in args.parts:
         started = time.perf_counter()
         if part == "diagnose":
@@ -552,8 +585,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 data, args
             )
         with locked_results(args.results) as results:
-            if results.get("run", run) != run and part != "diagnose":
-                log(f"warning: {args.results} holds a run with other settings: {results.get('run')}")
             results["run"] = run
             results["environment"] = environment()
             results["paper"] = PAPER

@@ -62,9 +62,13 @@ def test_a_table3_cell_runs_every_setting_on_cached_stages(bench, monkeypatch):
     monkeypatch.setattr(bench, "config", lambda d, recurrent=True: original(d, recurrent) | small)
     base = bench.fresh(bench.config(data), 0)
     cell = bench.Target(data, "emodb", 0)
-    scores = {a: cell.setting(base, a, epochs=1, seed=0) for a in bench.SETTINGS}
+    scores = {a: cell.setting(base, "S1", a, epochs=1, seed=0) for a in bench.SETTINGS}
     assert all(0.0 <= v <= 1.0 for v in scores.values())
-    assert sorted({stage for _, stage, _ in cell.cache}) == ["C1", "C2", "L", "input"]
+    assert scores["A1"] == cell.score(base)  # no fine-tuning: the pre-trained network itself
+    # A2 trains from the inputs, A3-A8 from C1's output (computed once per network and part)
+    assert sorted(cell.cache) == [("S1", "C1", "test"), ("S1", "C1", "train"), ("S1", "input", "test"),
+                                  ("S1", "input", "train")]  # fmt: skip
+    assert cell.setting(base, "S1", "A4", epochs=1, seed=0) == scores["A4"]  # seeded: the same again
     assert 0.0 <= cell.from_scratch(1, 0) <= 1.0
 
 

@@ -72,6 +72,8 @@ def test_setting_freezes_and_reinitialises_the_named_groups(setting, corpus_dir,
         assert _same(before[group], after[group]) == (group in frozen), group
     config = json.loads((out / "config.json").read_text())
     assert config["training"]["setting"] == setting
+    assert config["training"]["frozen"] == frozen
+    assert config["training"]["reinitialised"] == ({"A4": [], "A7": ["L", "F"]}[setting])
     assert config["training"]["regime"] == "transfer/groups"
     assert json.loads((out / "metrics.json").read_text())  # scored on the data's test partition
 
@@ -145,6 +147,17 @@ def test_setting_plans():
     with pytest.raises(ValueError, match="transfer setting must be one of"):
         setting_plan(model, "A9")
     assert setting_plan(model, "A4", cutoffs=["C1", "L", "F"]).freeze == ["C1", "C2", "L"]
+    with pytest.raises(ValueError, match="input-to-output order"):
+        setting_plan(model, "A3", cutoffs=["L", "C1", "C2"])
+    assert setting_plan(cnn, "A2").train  # A1/A2 need no cut-offs
+
+
+def test_a1_task_refuses_to_train():
+    from sermodels.tasks.transfer import TransferTask
+
+    task = TransferTask(init_from="unused", mode="groups", setting="A1")
+    with pytest.raises(ValueError, match="A1 trains nothing"):
+        task.configure_optimizers()
 
 
 def test_recipe_pretrains_on_basic4_and_finetune_a1_scores_it(corpus_dir, tmp_path):

@@ -203,7 +203,7 @@ class CNNLSTM(HeadDomainModel):
             "conv_layout": [list(layer) for layer in self.conv_layout],
         }
         if self.frontend == "logmel":
-            config["mel"] = {key: self.melspec.config()[key] for key in MEL_FRONTEND}
+            config["mel"] = {key: value for key, value in self.melspec.config().items() if key != "sample_rate"}
         return config | ({"head_specs": specs_to_json(self.head_specs)} if self.head_specs else {})
 
     def layer_groups(self) -> dict[str, list[str]]:
@@ -251,8 +251,9 @@ class CNNLSTM(HeadDomainModel):
 
     def run(self, x: Tensor, start: str = STAGE_INPUT, stop: str | None = None, head: str | None = None) -> Tensor:
         """From the output of stage ``start`` (or the standardised input) to the output of stage ``stop`` (or the
-        head's logits). A stage's output is taken before the dropout that follows it, so a frozen stage's cached
-        output passes the same dropout here as the stage's live output does in training."""
+        head's logits). A stage's output is taken before the dropout that follows it, so C1's cached output (C1 has
+        no dropout before it) passes here the same dropout, and every later stage, as C1's live output does in
+        training."""
         stages = self.stages
         for name in (start, stop):
             if name not in (STAGE_INPUT, None, *stages):

@@ -90,12 +90,15 @@ def setting_plan(model: SERModel, setting: str, cutoffs: Sequence[str] | None = 
     LSTM has no ``L``) is an error naming the model's groups."""
     if setting not in SETTINGS:
         raise ValueError(f"transfer setting must be one of {SETTINGS}, got {setting!r}")
+    if setting in ("A1", "A2"):
+        return SettingPlan(setting, [], [], setting == "A2")
     order = list(model.layer_groups())
     cuts = tuple(cutoffs) if cutoffs is not None else transfer_cutoffs(model)
     if len(cuts) != 3:
         raise ValueError(f"give three cut-off groups (A3/A6, A4/A7, A5/A8), got {list(cuts)}")
-    if setting in ("A1", "A2"):
-        return SettingPlan(setting, [], [], setting == "A2")
+    known = [c for c in cuts if c in order]
+    if known != sorted(known, key=order.index) or len(set(cuts)) != 3:
+        raise ValueError(f"the cut-offs {list(cuts)} must be three different groups in input-to-output order {order}")
     index = (int(setting[1]) - 3) % 3
     cut = cuts[index]
     if cut not in order:

@@ -168,6 +168,7 @@ class TransferTask(ClassificationTask):
         if self.setting is not None:
             plan = setting_plan(base, self.setting, self.cutoffs)
             frozen, reinit = plan.freeze, plan.reinit
+            self.plan = {"frozen": plan.freeze, "reinitialised": plan.reinit}
         if self.freeze_upto is not None:
             order = list(base.layer_groups())
             if self.freeze_upto not in order:
@@ -187,6 +188,13 @@ class TransferTask(ClassificationTask):
         base.default_head = next(iter(heads))
         return base
 
+    def configure_optimizers(self):
+        if self.setting == "A1":
+            raise ValueError(
+                "transfer setting A1 trains nothing: score the base with `sermodels finetune --setting A1`"
+            )
+        return super().configure_optimizers()
+
     def regime(self) -> str:
         return f"transfer/{self.mode}"
 
@@ -196,5 +204,5 @@ class TransferTask(ClassificationTask):
         if self.mode == "groups":
             summary |= {"freeze": self.freeze, "freeze_upto": self.freeze_upto, "reinit": self.reinit}
             if self.setting is not None:
-                summary |= {"setting": self.setting, "cutoffs": self.cutoffs}
+                summary |= {"setting": self.setting, "cutoffs": self.cutoffs} | getattr(self, "plan", {})
         return summary

@@ -3,12 +3,14 @@
 
 The study trains hundreds of networks (settings × scenarios × folds × corpora), so it runs on tensors computed
 once: the standardised network inputs of every clip (the front-end has no weights), and, for a setting that freezes
-the first groups, the frozen groups' outputs (:func:`stage_outputs`), which every setting with the same frozen
-groups and pre-trained model reuses. Training on a frozen stage's cached output is the same computation as training
-the whole network with that stage frozen: :meth:`~sermodels.models.cnn_lstm.CNNLSTM.run` applies the dropout that
-follows a stage to its cached output too. What differs from ``sermodels finetune --setting`` (the Lightning regime
-on audio files): a fixed centre window per clip instead of random crops, and no selection of the best epoch (a
-fixed number of epochs, chosen on the training loss).
+C1, C1's output (:func:`stage_outputs`), which every such setting of the same pre-trained network reuses. Training
+from C1's cached output is the same computation as training the whole network with C1 frozen: C1 has no dropout
+before it and is deterministic, and :meth:`~sermodels.models.cnn_lstm.CNNLSTM.run` replays everything after it, the
+other frozen stages included, with the dropout that follows each stage (as a frozen Keras layer or ``sermodels
+finetune --setting`` in training mode does). With the same seed both give the same weights (a test checks this).
+What differs from ``sermodels finetune --setting`` (the Lightning regime on audio files): a fixed centre window per
+clip instead of random crops, and no selection of the best epoch (a fixed number of epochs, chosen on the training
+loss).
 
 Optimisation (§3.1): AdaDelta (rate 1.0), cross-entropy weighted by inverse class frequency of the training set.
 """
@@ -82,8 +84,9 @@ def fit(
     batch_size: int = BATCH_SIZE,
 ) -> FitLog:
     """Train the parameters of ``model`` that require a gradient on ``x`` (the output of stage ``start``) for
-    ``epochs`` epochs of shuffled batches. ``seed`` draws the batch order and the dropout masks (the global random
-    state is forked, so the result depends on ``seed`` only, not on what ran before). Returns the training curve."""
+    ``epochs`` epochs of shuffled batches. ``seed`` draws the batch order and the dropout masks (the global CPU
+    random state is forked, so on the CPU the result depends on ``seed`` only, not on what ran before; cuDNN kernels
+    are not bit-reproducible). Returns the training curve."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("no parameter requires a gradient: nothing to train")
@@ -131,8 +134,9 @@ def predict(model: CNNLSTM, x: torch.Tensor, *, start: str = STAGE_INPUT, head: 
 
 def prepare(model: CNNLSTM, setting: str, seed: int) -> tuple[CNNLSTM, str]:
     """``model`` (modified in place) ready for fine-tuning in ``setting``: its frozen groups without gradients, the
-    groups after them re-initialised (A6–A8) from ``seed``. Returns it with the stage whose output it trains from
-    (the last frozen group, or the input)."""
+    groups after them re-initialised (A6–A8) from ``seed``. Returns it with the stage whose cached output it trains
+    from: the first group when it is frozen (the frozen groups after it are replayed with their dropout), else the
+    input."""
     plan = setting_plan(model, setting)
     model.requires_grad_(True)
     with torch.random.fork_rng(devices=[]):
@@ -140,7 +144,7 @@ def prepare(model: CNNLSTM, setting: str, seed: int) -> tuple[CNNLSTM, str]:
         reinitialise(model, plan.reinit)
     for _, param in group_parameters(model, plan.freeze):
         param.requires_grad_(False)
-    return model, (plan.freeze[-1] if plan.freeze else STAGE_INPUT)
+    return model, (plan.freeze[0] if plan.freeze else STAGE_INPUT)
 
 
 def fresh(config: dict, seed: int) -> CNNLSTM:

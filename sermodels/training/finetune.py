@@ -138,14 +138,15 @@ def finetune(
         raise FileExistsError(f"{out}: the output must be a folder, and this is a file")
     if data.is_dir() and out.resolve().is_relative_to(data.resolve()):
         raise ValueError(f"{out}: the output folder is inside the data folder {data}, where it would be a class")
-    classes = _corpus_classes(data)
-    if setting is not None and name is None:
-        name = _matching_head(base, classes)
-    if setting == "A1" and (name is None or _head_labels(base).get(name) != classes):
-        raise ValueError(
-            f"{base}: A1 (no fine-tuning) scores a head of the base, and none predicts the data's classes {classes} "
-            f"(its heads: {_head_labels(base)}); name the folders after a head's classes, or choose A2-A8"
-        )
+    if setting is not None:
+        classes = _corpus_classes(data)
+        name = name or _matching_head(base, classes)
+        if setting == "A1" and (name is None or _head_labels(base).get(name) != classes):
+            raise ValueError(
+                f"{base}: A1 (no fine-tuning) scores a head of the base, and none predicts the data's classes "
+                f"{classes} in this order (folders sort by name; its heads: {_head_labels(base)}); choose A2-A8 "
+                "for a new head"
+            )
     name = check_domain_name(name or corpus_name_for(data))
     train_size = _check_corpus(data, name)
     batch_size = min(batch_size, train_size)
@@ -231,7 +232,9 @@ def _matching_head(base: str | Path, classes: list[str]) -> str | None:
 def _corpus_classes(data: Path) -> list[str]:
     from sermodels.data import load_corpus
 
-    return list(load_corpus("folder", data, name="custom").classes)
+    if not data.exists():
+        raise FileNotFoundError(f"{data}: no such data folder or CSV/TSV table")
+    return list(load_corpus("folder", data, name=corpus_name_for(data)).classes)
 
 
 def _check_options(regime, epochs, batch_size, max_duration, precision, patience, setting=None, cutoffs=None) -> None:

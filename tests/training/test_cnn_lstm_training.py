@@ -54,21 +54,36 @@ def test_same_seed_same_network(emodb):
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
 
 
-def test_cached_frozen_stage_trains_like_the_frozen_network(emodb):
-    """Without dropout both paths are deterministic: training L and F on cached C2 outputs gives the weights that
-    training the whole network with C1 and C2 frozen gives."""
+@pytest.mark.parametrize("setting", ["A4", "A5", "A7"])
+def test_cached_frozen_stage_trains_like_the_frozen_network(emodb, setting):
+    """With the same seed, training from C1's cached output gives the weights that training the whole network with
+    the setting's groups frozen gives: the frozen C2 (and L) are replayed with the dropout that follows them."""
     inputs, labels = emodb
-    base = fresh(SMALL | {"dropout": 0.0}, seed=0)
+    base = fresh(SMALL, seed=0)
+    assert base.dropout == 0.3
     fit(base, inputs, labels, epochs=1, seed=0)
-    live, start = prepare(copy.deepcopy(base), "A4", seed=5)
-    cached, _ = prepare(copy.deepcopy(base), "A4", seed=5)
-    assert start == "C2"
-    fit(live, inputs, labels, epochs=2, seed=2)
-    fit(cached, stage_outputs(base, inputs, "C2"), labels, start="C2", epochs=2, seed=2)
+    live, start = prepare(copy.deepcopy(base), setting, seed=5)
+    cached, _ = prepare(copy.deepcopy(base), setting, seed=5)
+    assert start == "C1"
+    fit(live, inputs, labels, epochs=2, seed=2)  # from the input: C1 runs live (frozen, deterministic)
+    fit(cached, stage_outputs(base, inputs, "C1"), labels, start="C1", epochs=2, seed=2)
     for key, value in live.state_dict().items():
         assert torch.allclose(value, cached.state_dict()[key], atol=1e-5), key
-    for key in ("conv1.0.weight", "conv2.0.weight"):
-        assert torch.equal(live.state_dict()[key], base.state_dict()[key])
+    frozen = {"A4": ("conv1", "conv2"), "A5": ("conv1", "conv2", "lstm"), "A7": ("conv1", "conv2")}[setting]
+    for key, value in base.state_dict().items():
+        assert torch.equal(live.state_dict()[key], value) == key.startswith(frozen), key
+
+
+def test_dropout_makes_the_frozen_stages_matter(emodb):
+    """The replay is not a no-op: training on C2's output in evaluation mode (no dropout after C1) is a different
+    computation, so the two sets of weights differ."""
+    inputs, labels = emodb
+    base = fresh(SMALL, seed=0)
+    a, _ = prepare(copy.deepcopy(base), "A4", seed=5)
+    b, _ = prepare(copy.deepcopy(base), "A4", seed=5)
+    fit(a, stage_outputs(base, inputs, "C1"), labels, start="C1", epochs=1, seed=2)
+    fit(b, stage_outputs(base, inputs, "C2"), labels, start="C2", epochs=1, seed=2)
+    assert not torch.allclose(a.state_dict()["dense.1.weight"], b.state_dict()["dense.1.weight"])
 
 
 def test_prepare_reinitialises_from_the_seed(emodb):
