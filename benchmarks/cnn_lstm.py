@@ -2,8 +2,10 @@
 its Tables 2, 3 and 4 on our four corpora.
 
 Every corpus is restricted to the four classes all of them have (anger, happiness, neutral, sadness: the ``basic4``
-label set; EMOVO's joy is happiness) and split into 5 speaker-grouped folds (:func:`sermodels.data.splits.
-grouped_folds`, the same folds in every setting). Fold k of every corpus is its test fold in run k.
+label set; EMOVO's joy is happiness; ``--space basic6`` takes the paper's six emotions instead, which only RAVDESS
+and EMOVO have all of: EMO-DB lacks surprise, URDU has three; UAR is over the classes a test fold has) and split into
+5 speaker-grouped folds (:func:`sermodels.data.splits.grouped_folds`, the same folds in every setting). Fold k of
+every corpus is its test fold in run k.
 
 - **Pre-training** (one network per key, cached under ``runs/cnn_lstm/pretrained``): ``S1`` fold k trains on every
   corpus without its fold k (so the target's training folds are in, its test fold never; §3.2 "S1: target domain
@@ -75,7 +77,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "cnn_lstm.json"
 RUNS = REPO / "runs" / "cnn_lstm"
 CORPORA = {"emodb": "EMODB", "ravdess": "RAVDESS", "emovo": "EMOVO", "urdu": "URDU"}
-SPACE = "basic4"
+SPACES = ("basic4", "basic6")  # the four classes all our corpora have; the paper's six emotions (§4.1)
 FOLDS = 5
 PARTS = ("diagnose", "pretrain", "table3", "table2", "table4")
 DEFAULT_PARTS = PARTS[1:]
@@ -140,32 +142,32 @@ def log(message: str) -> None:
 class Data:
     """The four corpora in the shared label set: items, labels, corpus, test-fold index and network inputs."""
 
-    def __init__(self, data: Path, frontend: str):
-        self.frontend = frontend
-        self.classes = list(label_maps.label_names(SPACE))
+    def __init__(self, data: Path, frontend: str, space: str = SPACES[0]):
+        self.frontend, self.space = frontend, space
+        self.classes = list(label_maps.label_names(space))
         items, corpus_of, fold_of = [], [], []
         for name, folder in CORPORA.items():
             corpus = load_corpus(name, data / folder)
-            kept = sorted((it for it in corpus if label_maps.in_label_set(it.label, SPACE)), key=lambda it: it.id)
-            folds = test_folds(kept)
+            kept = sorted((it for it in corpus if label_maps.in_label_set(it.label, space)), key=lambda it: it.id)
+            folds = test_folds(kept, space)
             items += kept
             corpus_of += [name] * len(kept)
             fold_of += list(folds)
         self.items = items
-        self.labels = np.array([self.classes.index(label_maps.map_label(it.label, SPACE)) for it in items])
+        self.labels = np.array([self.classes.index(label_maps.map_label(it.label, space)) for it in items])
         self.corpus = np.array(corpus_of)
         self.fold = np.array(fold_of)
         self.inputs = self._inputs()
 
     def _inputs(self) -> torch.Tensor:
-        front = CNNLSTM({SPACE: self.classes}, frontend=self.frontend).config()
+        front = CNNLSTM({self.space: self.classes}, frontend=self.frontend).config()
         front = {k: front.get(k) for k in ("frontend", "input_samples", "mel", "sample_rate")}
         names = "\n".join(str(it.path) for it in self.items) + json.dumps(front, sort_keys=True)
         path = RUNS / f"inputs_{self.frontend}_{hashlib.sha256(names.encode()).hexdigest()[:12]}.safetensors"
         if path.is_file():
             return load_file(path)["inputs"].float()
         log(f"decoding {len(self.items)} clips and computing the {self.frontend} inputs")
-        model = CNNLSTM({SPACE: self.classes}, frontend=self.frontend)
+        model = CNNLSTM({self.space: self.classes}, frontend=self.frontend)
         waves = [load_audio(it.path, model.sample_rate) for it in self.items]
         inputs = network_inputs(model, waves)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,12 +182,12 @@ class Data:
         return chosen & ((self.fold == fold) if test else (self.fold != fold))
 
 
-def test_folds(items) -> np.ndarray:
+def test_folds(items, space: str = SPACES[0]) -> np.ndarray:
     """Index of each item's test fold: 5 speaker-grouped folds (the train+dev of a fold is its training data)."""
     groups: dict[str, dict[str, int]] = {}
     for item in items:
         per = groups.setdefault(item.speaker, {})
-        label = label_maps.map_label(item.label, SPACE)
+        label = label_maps.map_label(item.label, space)
         per[label] = per.get(label, 0) + 1
     speakers = np.array([item.speaker for item in items])
     fold_of = np.full(len(items), -1)
@@ -196,7 +198,7 @@ def test_folds(items) -> np.ndarray:
 
 
 def config(data: Data, recurrent: bool = True) -> dict[str, Any]:
-    return {"domains": {SPACE: data.classes}, "frontend": data.frontend, "recurrent": recurrent}
+    return {"domains": {data.space: data.classes}, "frontend": data.frontend, "recurrent": recurrent}
 
 
 # ---------------------------------------------------------------------------------------------------- pre-training
@@ -556,10 +558,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--diagnose-epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--space", choices=SPACES, default=SPACES[0], help="the shared label set")
+    parser.add_argument("--results", type=Path, default=None, help=f"default: {RESULTS} (basic6: cnn_lstm_basic6.json)")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
-    data = Data(args.data, args.frontend)
+    if args.results is None:
+        args.results = RESULTS if args.space == SPACES[0] else RESULTS.with_name(f"cnn_lstm_{args.space}.json")
+    data = Data(args.data, args.frontend, args.space)
     data.inputs = data.inputs.to(args.device)
     run = {
         "frontend": args.frontend,

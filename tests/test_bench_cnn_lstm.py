@@ -41,7 +41,7 @@ class _Data:
         self.fold = np.tile(np.arange(5), 16)
         self.labels = rng.integers(0, 4, 80)
         self.inputs = torch.randn(80, 64, 338)
-        self.frontend = "logmel"
+        self.frontend, self.space = "logmel", "basic4"
         self.mask = bench.Data.mask.__get__(self)
 
 
@@ -124,3 +124,11 @@ def test_readme_section_is_computed_from_the_results(bench, tmp_path):
     assert "without fine-tuning, S2 (zero-shot to a new corpus) is below TT on 2 of 2 corpora" in text
     assert "| paper: emodb | All | 0.643 | 0.685 |" in text
     assert "CNN+LSTM beats the CNN on 1 of 1 corpora and every SVM on 0" in text
+
+
+def test_basic6_folds_keep_the_six_emotions_of_emovo(bench):
+    corpus = load_corpus("emovo", corpus_root("emovo"))
+    items = sorted((it for it in corpus if label_maps.in_label_set(it.label, "basic6")), key=lambda it: it.id)
+    assert len(items) == 6 * 84  # neutral is not one of the six
+    fold = bench.test_folds(items, "basic6")
+    assert sorted(set(fold)) == [0, 1, 2, 3, 4]
