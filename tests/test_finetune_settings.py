@@ -12,9 +12,11 @@ import torch
 from conftest import corpus_root
 
 import sermodels
+from sermodels.audio import load_audio
 from sermodels.checkpoint import save_pretrained
 from sermodels.cli import main
 from sermodels.data import load_corpus
+from sermodels.metrics import uar
 from sermodels.models.cnn_lstm import CNNLSTM
 from sermodels.models.emonet import EmoNet
 from sermodels.models.groups import SETTINGS, setting_plan, transfer_cutoffs
@@ -97,6 +99,14 @@ def test_a1_scores_the_base_unchanged(corpus_dir, base_dir, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     test = next(v for k, v in metrics.items() if k.endswith("/test"))
     assert test["n"] > 0 and 0.0 <= test["uar"] <= 1.0
+    assert "unchanged" in json.loads((out / "config.json").read_text())["training"]["selection"]
+    # the same UAR as the base scored here, clip by clip, on the data's test partition
+    items = load_corpus("folder", corpus_dir, name="target").split("fixed")["test"]
+    base.eval()
+    with torch.inference_mode():
+        predicted = [int(base(load_audio(it.path, 16000)[None]).argmax()) for it in items]
+    assert test["uar"] == pytest.approx(uar([BASIC4.index(it.label) for it in items], predicted, 4), abs=1e-6)
+    assert test["n"] == len(items)
 
 
 def test_a1_needs_a_head_with_the_data_classes(base_dir, tmp_path):

@@ -181,6 +181,8 @@ def _names_data_class(path: str) -> bool:
 
 def selection_text(task) -> str:
     """How the released weights were chosen, for the training log and the card."""
+    if getattr(task, "setting", None) == "A1":
+        return "the base's weights, unchanged (transfer setting A1: no fine-tuning)"
     averaged = f"the EMA (decay {task.ema}) of the weights" if getattr(task, "ema", None) else "the weights"
     if task.restore_best:
         return f"{averaged} at the validation with the best mean dev score"
