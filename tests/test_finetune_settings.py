@@ -197,3 +197,20 @@ def test_recipe_pretrains_on_basic4_and_finetune_a1_scores_it(corpus_dir, tmp_pa
     a5 = finetune(out, corpus_dir, tmp_path / "a5", setting="A5", **FAST)
     before, after = _groups(sermodels.load(out)), _groups(sermodels.load(a5))
     assert [g for g in before if not _same(before[g], after[g])] == ["F"]
+
+
+def test_evaluate_scores_a_basic4_head_on_the_corpus_items_of_its_classes(base_dir, tmp_path):
+    """`sermodels evaluate` on EMO-DB: the head named basic4 is scored on the test items of its four classes; the
+    others (boredom, disgust, fear) are left out, not mis-scored."""
+    from sermodels.cli import main
+
+    out = tmp_path / "report.json"
+    root = corpus_root("emodb")
+    assert (
+        main(["evaluate", "--model", str(base_dir), "--corpus", "emodb", "--root", str(root), "--out", str(out)]) == 0
+    )
+    report = json.loads(out.read_text())
+    test = load_corpus("emodb", root).split("fixed")["test"]
+    kept = [it for it in test if it.label in BASIC4]
+    assert 0 < len(kept) < len(test)
+    assert report["n"] == len(kept)
