@@ -475,7 +475,8 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         return round(float(ttest_rel(a, b).pvalue), 4)
 
     summary: dict[str, Any] = {}
-    table3 = results.get("table3", {})
+    results = {part: _in_corpus_order(results.get(part, {})) for part in ("table2", "table3", "table4")}
+    table3 = results["table3"]
     gains: dict[str, dict[str, list[float]]] = {"S1": {a: [] for a in SETTINGS}, "S2": {a: [] for a in SETTINGS}}
     for target, folds in table3.items():
         order = sorted(folds, key=int)
@@ -540,6 +541,11 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                     }
         summary.setdefault("table4", {})[target] = row
     return summary
+
+
+def _in_corpus_order(per_target: dict[str, Any]) -> dict[str, Any]:
+    """Targets in :data:`CORPORA` order (processes running side by side write them as they finish)."""
+    return {c: per_target[c] for c in sorted(per_target, key=list(CORPORA).index)}
 
 
 # ---------------------------------------------------------------------------------------------------- main
