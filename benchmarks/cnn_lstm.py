@@ -59,9 +59,9 @@ from sermodels import labels as label_maps  # noqa: E402
 from sermodels.audio import load_audio  # noqa: E402
 from sermodels.data import load_corpus  # noqa: E402
 from sermodels.data.splits import grouped_folds  # noqa: E402
+from sermodels.layer_groups import SETTINGS  # noqa: E402
 from sermodels.metrics import uar  # noqa: E402
 from sermodels.models.cnn_lstm import CNNLSTM  # noqa: E402
-from sermodels.models.groups import SETTINGS  # noqa: E402
 from sermodels.training.cnn_lstm import (
     BATCH_SIZE,
     OPTIMIZER,

@@ -15,7 +15,7 @@ from typing import Any
 
 from sermodels.checkpoint import read_json_object
 from sermodels.labels import LABEL_SPACES, SHARED_SETS
-from sermodels.models.groups import SETTINGS
+from sermodels.layer_groups import SETTINGS
 from sermodels.pretrained import load_index
 
 REPO = Path(__file__).resolve().parents[1]

@@ -444,7 +444,7 @@ def _fit_deep_spectrum(args) -> int:
 
 
 def _finetune_parser(sub) -> None:
-    from sermodels.models.groups import SETTINGS
+    from sermodels.layer_groups import SETTINGS
     from sermodels.training import finetune as ft  # light: Lightning is imported when the command runs
 
     p = sub.add_parser(

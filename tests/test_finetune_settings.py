@@ -16,10 +16,10 @@ from sermodels.audio import load_audio
 from sermodels.checkpoint import save_pretrained
 from sermodels.cli import main
 from sermodels.data import load_corpus
+from sermodels.layer_groups import SETTINGS, setting_plan, transfer_cutoffs
 from sermodels.metrics import uar
 from sermodels.models.cnn_lstm import CNNLSTM
 from sermodels.models.emonet import EmoNet
-from sermodels.models.groups import SETTINGS, setting_plan, transfer_cutoffs
 from sermodels.training.finetune import finetune
 
 REPO = Path(__file__).resolve().parents[1]

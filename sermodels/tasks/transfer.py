@@ -18,8 +18,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
+from sermodels.layer_groups import SETTINGS, group_parameters, reinitialise, setting_plan
 from sermodels.models.base import SERModel
-from sermodels.models.groups import SETTINGS, group_parameters, reinitialise, setting_plan
 from sermodels.outputs import OutputSpec
 from sermodels.tasks.classification import ClassificationTask
 

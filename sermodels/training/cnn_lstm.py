@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sermodels.layer_groups import group_parameters, reinitialise, setting_plan
 from sermodels.models.cnn_lstm import CNNLSTM, STAGE_INPUT
-from sermodels.models.groups import group_parameters, reinitialise, setting_plan
 
 BATCH_SIZE = 32
 OPTIMIZER = {"lr": 1.0}  # AdaDelta, §3.1 (Keras's default rate)

@@ -43,8 +43,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from sermodels.layer_groups import SETTING_TEXT
 from sermodels.layers.domains import SUFFIX
-from sermodels.models.groups import SETTING_TEXT
 
 #: Epochs of a fine-tuning run: a few hundred clips take a few minutes on a laptop CPU (adapters regime).
 DEFAULT_EPOCHS = 10
@@ -238,7 +238,7 @@ def _corpus_classes(data: Path) -> list[str]:
 
 
 def _check_options(regime, epochs, batch_size, max_duration, precision, patience, setting=None, cutoffs=None) -> None:
-    from sermodels.models.groups import SETTINGS
+    from sermodels.layer_groups import SETTINGS
 
     if regime not in REGIMES:
         raise ValueError(f"regime must be one of {', '.join(REGIMES)}, got {regime!r}")
