@@ -21,7 +21,8 @@ every corpus is its test fold in run k.
 - **Table 4**: the pre-training without one source corpus (S1 and S2), A1–A4 as the paper shows; on the CPU the
   first 3 of the 5 folds (``--table4-folds``), each paired with the same fold of Table 3.
 
-Frozen stages are cached per pre-trained network and target (:func:`sermodels.training.cnn_lstm.stage_outputs`).
+A frozen C1's output is cached per pre-trained network and target (:func:`sermodels.training.cnn_lstm.stage_outputs`);
+the frozen stages after it are replayed with their dropout, as in training the whole network.
 Each part merges its entries into ``benchmarks/results/cnn_lstm.json``; finished pre-trainings are kept, so a part
 can be rerun or run side by side (``--targets``, ``--folds``).
 
@@ -288,7 +289,7 @@ def s2(data: Data, target: str, args, without: str | None = None, wait: bool = T
 
 
 class Target:
-    """One target corpus and fold: its training and test items, and frozen-stage outputs cached per network."""
+    """One target corpus and fold: its training and test items, and a frozen C1's outputs cached per network."""
 
     def __init__(self, data: Data, target: str, fold: int):
         self.data, self.target, self.fold = data, target, fold
