@@ -63,6 +63,16 @@ def _float(x: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------------- categories
 
 
+def inverse_frequency(counts: Tensor) -> Tensor:
+    """Class weights ``w_c = N / (C · n_c)`` from class counts ``(classes,)``: N items, C classes present; the
+    sample-weighted mean weight is 1, a balanced set gets all ones, an absent class gets 0 (float32)."""
+    counts = counts.to(torch.float64)
+    present = counts > 0
+    weights = torch.zeros_like(counts)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights.float()
+
+
 def weighted_cross_entropy(
     logits: Tensor, labels: Tensor, weight: Tensor | None = None, *, mask: Tensor | None = None
 ) -> Tensor:

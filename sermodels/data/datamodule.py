@@ -41,6 +41,7 @@ from sermodels.data.collate import pad_collate
 from sermodels.data.datasets import TrainingConcat, WaveformDataset
 from sermodels.data.sampling import MULTI_CORPUS_MODES, EpochSampler, TrainBatchSampler
 from sermodels.data.splits import PARTITIONS
+from sermodels.losses import inverse_frequency
 
 #: Environment variable naming the folder that holds EMODB/, RAVDESS/, ... when ``roots`` is not given.
 DATA_ENV = "SERMODELS_DATA"
@@ -380,12 +381,9 @@ class SERDataModule(L.LightningDataModule):
         for name in chosen:
             for index in self.datasets[name]["train"].label_indices:
                 counts[index] += 1
-        present = counts > 0
-        if not present.any():
+        if not (counts > 0).any():
             raise ValueError(f"no training items for {chosen}")
-        weights = torch.zeros(num, dtype=torch.float64)
-        weights[present] = counts.sum() / (present.sum() * counts[present])
-        return weights.float()
+        return inverse_frequency(counts)
 
     def info(self) -> dict[str, Any]:
         """Data facts for a model card: corpora (licence, citation, ...), split and version, partition sizes."""

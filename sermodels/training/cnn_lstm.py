@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from sermodels.layer_groups import group_parameters, reinitialise, setting_plan
+from sermodels.losses import inverse_frequency
 from sermodels.models.cnn_lstm import CNNLSTM, STAGE_INPUT
 
 BATCH_SIZE = 32
@@ -64,12 +65,8 @@ def stage_outputs(model: CNNLSTM, inputs: torch.Tensor, stage: str, batch_size: 
 
 
 def class_weights(labels: np.ndarray, classes: int) -> torch.Tensor:
-    """``N / (C · n_c)`` for the classes present (0 for an absent class), as the task regimes weight."""
-    counts = np.bincount(labels, minlength=classes).astype(np.float64)
-    present = counts > 0
-    weights = np.zeros(classes)
-    weights[present] = len(labels) / (present.sum() * counts[present])
-    return torch.tensor(weights, dtype=torch.float32)
+    """The task regimes' class weights (:func:`sermodels.losses.inverse_frequency`) of class indices ``labels``."""
+    return inverse_frequency(torch.bincount(torch.as_tensor(labels, dtype=torch.long), minlength=classes))
 
 
 def fit(
