@@ -126,6 +126,10 @@ class MFCC(nn.Module):
         """Valid frames per sample length ``(B,)`` (see :func:`sermodels.features.num_frames`)."""
         return self.mel_spectrogram.num_frames(lengths)
 
+    def frame_count(self, length: int) -> int:
+        """Frames of a waveform ``length`` samples long (see :func:`sermodels.features.spectrogram.frame_count`)."""
+        return self.mel_spectrogram.frame_count(length)
+
     def config(self) -> dict[str, Any]:
         """JSON-able keyword arguments that rebuild this module: ``MFCC(**mfcc.config())``."""
         melkwargs = self.mel_spectrogram.config()

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sermodels._tracing import checking
+
 WindowFn = Callable[..., Tensor]
 
 DB_AMIN = 1e-10  # torchaudio AmplitudeToDB: smallest amplitude/power before the log (-100 dB for power)
@@ -165,7 +167,7 @@ def num_frames(lengths: Tensor, hop_length: int, center: bool = True, n_fft: int
     lengths = torch.as_tensor(lengths)
     if lengths.is_floating_point() or lengths.dtype == torch.bool:
         raise TypeError(f"lengths must be an integer tensor, got {lengths.dtype}")
-    if (lengths < 0).any():
+    if checking() and (lengths < 0).any():
         raise ValueError(f"lengths must be >= 0, got {lengths.tolist()}")
     if hop_length <= 0:
         raise ValueError(f"hop_length must be positive, got {hop_length}")
@@ -178,6 +180,13 @@ def num_frames(lengths: Tensor, hop_length: int, center: bool = True, n_fft: int
         total = total + 2 * (n_fft // 2)
     frames = 1 + torch.div(total - n_fft, hop_length, rounding_mode="floor")
     return frames.clamp(min=0)
+
+
+def frame_count(length: int, hop_length: int, center: bool, n_fft: int, pad: int = 0) -> int:
+    """:func:`num_frames` of one length given as a Python (or symbolic) integer, e.g. a batch's width
+    ``waveforms.shape[-1]``: the same count without a tensor, so that a traced graph keeps it symbolic."""
+    total = length + 2 * pad + (2 * (n_fft // 2) if center else 0)
+    return torch.sym_max(1 + (total - n_fft) // hop_length, 0)
 
 
 class Spectrogram(nn.Module):
@@ -240,6 +249,10 @@ class Spectrogram(nn.Module):
     def num_frames(self, lengths: Tensor) -> Tensor:
         """Valid frames per sample length ``(B,)`` for this configuration (see :func:`num_frames`)."""
         return num_frames(lengths, self.hop_length, self.center, self.n_fft, self.pad)
+
+    def frame_count(self, length: int) -> int:
+        """Frames of a waveform ``length`` samples long (see :func:`frame_count`)."""
+        return frame_count(length, self.hop_length, self.center, self.n_fft, self.pad)
 
     def config(self) -> dict[str, Any]:
         """JSON-able keyword arguments that rebuild this module: ``Spectrogram(**spec.config())``."""
@@ -399,6 +412,10 @@ class MelSpectrogram(nn.Module):
         """Valid frames per sample length ``(B,)`` for this configuration (see :func:`num_frames`)."""
         return self.spectrogram.num_frames(lengths)
 
+    def frame_count(self, length: int) -> int:
+        """Frames of a waveform ``length`` samples long (see :func:`frame_count`)."""
+        return self.spectrogram.frame_count(length)
+
     def config(self) -> dict[str, Any]:
         """JSON-able keyword arguments that rebuild this module: ``MelSpectrogram(**mel.config())``."""
         spec = self.spectrogram.config()
@@ -483,7 +500,9 @@ def compute_deltas(specgram: Tensor, win_length: int = 5, mode: str = "replicate
     shape = specgram.shape
     rows = specgram.reshape(1, -1, shape[-1])
     padded = F.pad(rows, (half, half), mode=mode)
-    taps = torch.arange(-half, half + 1, dtype=specgram.dtype, device=specgram.device)
-    kernel = taps.expand(rows.shape[1], 1, -1)
-    deltas = F.conv1d(padded, kernel, groups=rows.shape[1]) / denominator
+    steps = shape[-1]
+    # The sum over k of shifted differences, not a grouped convolution: any dtype (float64 too) on any backend, and
+    # no group count that depends on the batch (ONNX takes it as a fixed attribute).
+    deltas = sum(k * (padded[..., half + k : half + k + steps] - padded[..., half - k : half - k + steps])
+                 for k in range(1, half + 1)) / denominator  # fmt: skip
     return deltas.reshape(shape)

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sermodels._tracing import checking
 from sermodels.features.spectrogram import AmplitudeToDB, MelSpectrogram, Spectrogram, reflect_tails
 
 # EmoNet paper §4.2 (Deep Spectrum baseline) and §5.1 (STFT at 16 kHz).
@@ -191,13 +192,13 @@ class SpectrogramImage(nn.Module):
         if waveforms.dim() != 2:
             raise ValueError(f"waveforms must be (batch, samples), got shape {tuple(waveforms.shape)}")
         lengths = _lengths(waveforms, lengths)
-        short = (lengths < self.min_samples()).nonzero().flatten().tolist()
+        short = (lengths < self.min_samples()).nonzero().flatten().tolist() if checking() else []
         if short:
             raise ValueError(
                 f"rows {short} of the batch have {lengths[short].tolist()} samples; a spectrogram image needs at "
                 f"least {self.min_samples()} ({self.min_samples() / self.sample_rate:.3f} s)"
             )
-        frames = int(self.stft.num_frames(torch.tensor([waveforms.shape[-1]]))[0])
+        frames = self.stft.frame_count(waveforms.shape[-1])
         waves = waveforms.float()
         if self.center:
             waves = reflect_tails(waves, lengths, self.stft.n_fft // 2)
@@ -295,7 +296,9 @@ def _lengths(waveforms: Tensor, lengths: Tensor | None) -> Tensor:
     if lengths is None:
         return torch.full((waveforms.shape[0],), waveforms.shape[-1], dtype=torch.long, device=waveforms.device)
     lengths = lengths.to(device=waveforms.device, dtype=torch.long)
-    if lengths.shape != waveforms.shape[:1] or (lengths > waveforms.shape[-1]).any() or (lengths < 1).any():
+    if lengths.shape != waveforms.shape[:1] or (
+        checking() and ((lengths > waveforms.shape[-1]).any() or (lengths < 1).any())
+    ):
         raise ValueError(
             f"lengths must give one length per row, each in 1 .. {waveforms.shape[-1]}, got {lengths.tolist()}"
         )

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sermodels._tracing import tracing
+
 
 def fast_fft_size(n: int) -> int:
     """The smallest 2^a · 3^b · 5^c >= ``n`` (sizes pocketfft and cuFFT transform fastest)."""
@@ -70,8 +72,26 @@ class FFTConv1d(nn.Module):
             return self._correlate(x.float())
 
     def _correlate(self, x: Tensor) -> Tensor:
-        out = _FFTCorrelate.apply(x, self.weight.float())
+        weight = self.weight.float()
+        out = traced_correlate(x, weight) if tracing() else _FFTCorrelate.apply(x, weight)
         return out if self.bias is None else out + self.bias.float()[:, None]
+
+
+def traced_correlate(x: Tensor, weight: Tensor) -> Tensor:
+    """The forward of :class:`_FFTCorrelate` in real arithmetic, for a traced graph (ONNX export): ONNX has no
+    complex tensors, so the spectra are (real, imaginary) pairs and the product over input channels is written out,
+    ``Σ_i X · conj(W) = Σ_i (Xr Wr + Xi Wi) + j (Xi Wr − Xr Wi)``. The transform length is a power of two (the
+    lengths onnxruntime's DFT transforms fast); the time length of ``x (B, in, N)`` must be a fixed number (it is
+    in conv_blstm, whose sequences have a fixed length)."""
+    samples, taps = int(x.shape[-1]), weight.shape[-1]
+    left = (taps - 1) // 2
+    size = 1 << (samples + taps - 2).bit_length()  # the smallest power of two >= samples + taps - 1
+    spectrum = torch.view_as_real(torch.fft.rfft(F.pad(x, (left, size - samples - left)), n=size))  # (B, in, bins, 2)
+    kernel = torch.view_as_real(torch.fft.rfft(weight, n=size))  # (out, in, bins, 2)
+    x_re, x_im = spectrum[..., 0].permute(2, 0, 1), spectrum[..., 1].permute(2, 0, 1)  # (bins, B, in)
+    w_re, w_im = kernel[..., 0].permute(2, 1, 0), kernel[..., 1].permute(2, 1, 0)  # (bins, in, out)
+    product = torch.complex(x_re @ w_re + x_im @ w_im, x_im @ w_re - x_re @ w_im)  # (bins, B, out)
+    return torch.fft.irfft(product.permute(1, 2, 0), n=size)[..., :samples]
 
 
 def _bins_first(spectrum: Tensor) -> Tensor:

@@ -11,9 +11,9 @@ Departures shared by the models that use it (documented in their model files as 
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
+from sermodels._tracing import checking
 from sermodels.features import AmplitudeToDB, MelSpectrogram
 from sermodels.features.spectrogram import reflect_tails
 from sermodels.layers.masks import time_mask
@@ -22,7 +22,7 @@ from sermodels.layers.masks import time_mask
 def check_batch(waveforms: Tensor, lengths: Tensor) -> None:
     if waveforms.dim() != 2:
         raise ValueError(f"waveforms must be (batch, samples), got shape {tuple(waveforms.shape)}")
-    if lengths.shape != waveforms.shape[:1] or (lengths > waveforms.shape[-1]).any():
+    if lengths.shape != waveforms.shape[:1] or (checking() and (lengths > waveforms.shape[-1]).any()):
         raise ValueError(
             f"lengths must give one length per row, each at most the batch width {waveforms.shape[-1]}, "
             f"got {lengths.tolist()}"
@@ -36,7 +36,7 @@ def tails_reflected(melspec: MelSpectrogram, waveforms: Tensor, lengths: Tensor,
     if not (stft.center and stft.pad_mode == "reflect" and stft.pad == 0):
         return waveforms
     half = stft.n_fft // 2
-    short = (lengths <= half).nonzero().flatten().tolist()
+    short = (lengths <= half).nonzero().flatten().tolist() if checking() else []
     if short:
         raise ValueError(
             f"rows {short} of the batch have {lengths[short].tolist()} samples; {model} needs more than {half} "
@@ -56,7 +56,7 @@ def standardised_log_mel(
     """Waveforms ``(B, T)`` with ``lengths`` valid samples -> standardised log-mel ``(B, 1, n_mels, frames)``,
     zero beyond each clip's valid frames, and the valid frame counts ``(B,)``."""
     check_batch(waveforms, lengths)
-    frames = int(melspec.num_frames(torch.tensor([waveforms.shape[-1]]))[0])
+    frames = melspec.frame_count(waveforms.shape[-1])
     padded = tails_reflected(melspec, waveforms.float(), lengths, model, min_duration)
     spec = to_db(melspec(padded))[..., :frames]  # (B, M, T)
     valid = melspec.num_frames(lengths).clamp(min=1, max=spec.shape[-1])

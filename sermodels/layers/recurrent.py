@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from sermodels._tracing import tracing
 from sermodels.layers.masks import sequence_mask
 
 
@@ -68,15 +69,52 @@ class MaskedLSTM(nn.Module):
         if x.dim() != 3:
             raise ValueError(f"x must be (batch, steps, features), got shape {tuple(x.shape)}")
         steps = x.shape[1]
-        host_lengths = lengths.detach().to("cpu", torch.long)
-        if host_lengths.shape != x.shape[:1] or (host_lengths < 1).any() or (host_lengths > steps).any():
-            raise ValueError(f"lengths must give one length per row, each in 1 .. {steps}, got {host_lengths.tolist()}")
-        packed = pack_padded_sequence(x, host_lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)
+        if tracing() and not self.training:
+            out = self.unpacked(x, lengths)
+        else:
+            host_lengths = lengths.detach().to("cpu", torch.long)
+            if host_lengths.shape != x.shape[:1] or (host_lengths < 1).any() or (host_lengths > steps).any():
+                raise ValueError(
+                    f"lengths must give one length per row, each in 1 .. {steps}, got {host_lengths.tolist()}"
+                )
+            packed = pack_padded_sequence(x, host_lengths, batch_first=True, enforce_sorted=False)
+            out, _ = self.lstm(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)
         if self.projection is not None:
             out = self.projection(out)
         if self.residual:
             out = out + x
         mask = sequence_mask(lengths.to(out.device), steps).unsqueeze(-1)
         return out * mask.to(out.dtype)
+
+    def unpacked(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """The packed forward's output (up to each length) without packing, in eval mode: what a traced graph
+        (ONNX export, ``torch.compile``) can hold, since packing sorts and splits the batch by its lengths.
+
+        Layer by layer, the forward direction runs over the padded rows (it is causal: the padding after a
+        sequence's end cannot reach its valid steps) and the backward direction runs forwards over each row
+        reversed within its own length (``t -> length - 1 - t``; the padding stays at the end), then is reversed
+        back. Values beyond a length are garbage here and are zeroed by the caller, as after packing.
+        """
+        lstm = self.lstm
+        order = torch.arange(x.shape[1], device=x.device)[None, :]
+        valid = lengths.to(x.device, torch.long)[:, None]
+        flip = torch.where(order < valid, valid - 1 - order, order)  # (B, T): an involution
+        out = x
+        for layer in range(lstm.num_layers):
+            directions = [self._direction(out, layer, "")]
+            if lstm.bidirectional:
+                index = flip[..., None].expand(-1, -1, out.shape[-1])
+                backward = self._direction(out.gather(1, index), layer, "_reverse")
+                directions.append(backward.gather(1, flip[..., None].expand(-1, -1, backward.shape[-1])))
+            out = torch.cat(directions, dim=-1)
+        return out
+
+    def _direction(self, x: Tensor, layer: int, suffix: str) -> Tensor:
+        """One direction of one layer of ``self.lstm``, run forwards over ``x (B, T, features)``."""
+        lstm = self.lstm
+        names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if lstm.bias else [])
+        weights = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in names]
+        zeros = x.new_zeros(1, x.shape[0], lstm.hidden_size)
+        out, _, _ = torch.lstm(x, (zeros, zeros), weights, lstm.bias, 1, 0.0, False, False, True)
+        return out

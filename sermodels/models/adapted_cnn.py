@@ -390,9 +390,10 @@ class AdaptedCNN(MultiDomainModel):
     def embed(self, waveforms: Tensor, lengths: Tensor | None = None, head: str | None = None) -> Tensor:
         """The pooled CNN features ``(B, num_features)`` as seen through ``head``'s adapters and BN."""
         domain = self.resolve_head(head)
+        whole = lengths is None  # every row is a whole clip: one width, known from the shape (a traced graph's path)
         lengths = valid_lengths(waveforms, lengths)
         widths = self.padded_frames(lengths)
-        if not self.training and waveforms.shape[0] > 1 and bool((widths != widths[0]).any()):
+        if not whole and not self.training and waveforms.shape[0] > 1 and bool((widths != widths[0]).any()):
             rows: dict[int, Tensor] = {}
             for width in sorted(set(widths.tolist())):
                 index = (widths == width).nonzero().flatten()
@@ -401,7 +402,9 @@ class AdaptedCNN(MultiDomainModel):
                 rows.update({int(i): row for i, row in zip(index.tolist(), pooled)})
             return torch.stack([rows[i] for i in range(waveforms.shape[0])])
         x, valid = self.log_mel(waveforms, lengths)
-        x = F.pad(x, (0, int(widths.max()) - x.shape[-1]))
+        frames = self.melspec.frame_count(waveforms.shape[-1])
+        width = (frames + self.pad_frames - 1) // self.pad_frames * self.pad_frames if whole else int(widths.max())
+        x = F.pad(x, (0, width - x.shape[-1]))
         x = self.augment_spectrogram(x, valid)
         self._active.key = domain_key(domain)
         try:

@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sermodels._registry import register_model
+from sermodels._tracing import checking
 from sermodels.features import Spectrogram
 from sermodels.features.spectrogram import reflect_tails
 from sermodels.layers.domains import domain_key
@@ -255,14 +256,15 @@ class AVSpNet(HeadDomainModel):
     def log_spectrogram(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(B, n_bins, frames)`` log magnitude of the lowest bins (not standardised) and valid frames ``(B,)``.
         Clips of ``n_fft // 2`` samples or fewer (25 ms) are refused: the centred STFT cannot pad them."""
+        whole = lengths is None
         lengths = valid_lengths(waveforms, lengths)
         extra = self.spectrogram.n_fft // 2
-        if bool((lengths <= extra).any()):
+        if checking() and bool((lengths <= extra).any()):
             raise ValueError(
                 f"AV-SpNET needs clips longer than {extra} samples (its segments are {self.min_duration} s); got "
                 f"lengths {lengths.tolist()}"
             )
-        if bool((lengths < waveforms.shape[-1]).any()):
+        if not whole and bool((lengths < waveforms.shape[-1]).any()):
             # each clip continued past its end as the centred STFT pads a clip alone: a clip scores the same alone,
             # zero-padded, or in a batch
             waveforms = reflect_tails(waveforms, lengths, extra)
@@ -295,9 +297,23 @@ class AVSpNet(HeadDomainModel):
     def segments(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Standardised segments ``(N, 1, n_bins, segment_frames)`` of every clip in time order, and the clip index
         of each ``(N,)``; a clip has ``max(1, valid frames // segment_frames)`` segments."""
+        segments, owner = self._segments(waveforms, lengths)
+        if owner is None:  # whole rows: each clip owns the same number of consecutive segments
+            clips = waveforms.shape[0]
+            owner = torch.arange(clips, device=segments.device).repeat_interleave(segments.shape[0] // clips)
+        return segments, owner
+
+    def _segments(self, waveforms: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """:meth:`segments`, with the index None for whole rows (``lengths=None``: :func:`per_clip_mean`)."""
         spec, valid = self.log_spectrogram(waveforms, lengths)
         spec = (spec - self.input_mean[:, None]) / self.input_std[:, None]
         width = self.segment_frames
+        if lengths is None:  # whole rows: the same segments in every row, counted from the shape (a traced graph)
+            batch, frames = spec.shape[0], spec.shape[-1]
+            count = torch.sym_max(frames // width, 1)
+            # cropped to whole segments, or one segment padded with the normalised mean (zero) after a short clip
+            pieces = F.pad(spec, (0, count * width - frames)).unflatten(-1, (count, width)).transpose(1, 2)
+            return pieces.reshape(batch * count, 1, spec.shape[1], width), None
         counts = torch.div(valid, width, rounding_mode="floor").clamp(min=1)
         need = int(counts.max()) * width
         if spec.shape[-1] < need:
@@ -344,7 +360,7 @@ class AVSpNet(HeadDomainModel):
         front-end) or of the shared FC layer (``shared_fc``, ``(B, 1024)``)."""
         if layer not in ("conv", "shared_fc"):
             raise ValueError(f"layer must be 'conv' or 'shared_fc', got {layer!r}")
-        segments, owner = self.segments(waveforms, lengths)
+        segments, owner = self._segments(waveforms, lengths)
         features = self.encode(segments)
         if layer == "shared_fc":
             features = self.shared_fc(features)
@@ -363,28 +379,37 @@ class AVSpNet(HeadDomainModel):
 
     def forward(self, waveforms: Tensor, lengths: Tensor | None = None, head: str | None = None) -> Tensor:
         name = self.resolve_head(head)
-        segments, owner = self.segments(waveforms, lengths)
+        segments, owner = self._segments(waveforms, lengths)
         logits = self.segment_logits(self.encode(segments), name)
         return self.bounded(self.pool_segments(logits, owner, waveforms.shape[0], name), name)
 
 
-def vote_shares(probs: Tensor, owner: Tensor, clips: int) -> Tensor:
+def vote_shares(probs: Tensor, owner: Tensor | None, clips: int) -> Tensor:
     """Segment probabilities ``(N, C)`` -> per clip ``(clips, C)``: the share of its segments voting for each class
     plus the class's mean probability over the segments divided by (segments + 1), renormalised. The argmax is the
     majority vote (§2.3) and a tie goes to the higher mean probability: one vote (1/n) outweighs any tie-break
     (< 1/(n + 1))."""
     votes = per_clip_mean(F.one_hot(probs.argmax(-1), probs.shape[-1]).to(probs.dtype), owner, clips)
-    counts = torch.bincount(owner, minlength=clips).clamp(min=1).to(probs.dtype)[:, None]
+    counts = segments_per_clip(owner, clips, probs)[:, None]
     share = votes + per_clip_mean(probs, owner, clips) / (counts + 1)
     return share / share.sum(-1, keepdim=True)
 
 
-def per_clip_mean(values: Tensor, owner: Tensor, clips: int) -> Tensor:
-    """Mean of the rows of ``values (N, D)`` per clip index ``owner (N,)`` -> ``(clips, D)``."""
+def per_clip_mean(values: Tensor, owner: Tensor | None, clips: int) -> Tensor:
+    """Mean of the rows of ``values (N, D)`` per clip index ``owner (N,)`` -> ``(clips, D)``; ``owner=None``: every
+    clip owns ``N / clips`` consecutive rows (whole rows: a reshape, which a traced graph holds)."""
+    if owner is None:
+        return values.reshape(clips, -1, values.shape[-1]).mean(dim=1)
     total = torch.zeros(clips, values.shape[-1], dtype=values.dtype, device=values.device)
     total.index_add_(0, owner, values)
-    count = torch.bincount(owner, minlength=clips).clamp(min=1).to(values.dtype)
-    return total / count[:, None]
+    return total / segments_per_clip(owner, clips, values)[:, None]
+
+
+def segments_per_clip(owner: Tensor | None, clips: int, values: Tensor) -> Tensor:
+    """How many of the rows of ``values`` each of ``clips`` owns (at least 1), ``(clips,)`` in their dtype."""
+    if owner is None:
+        return values.new_full((clips,), values.shape[0] // clips)
+    return torch.bincount(owner, minlength=clips).clamp(min=1).to(values.dtype)
 
 
 def segment_count(samples: int, hop_length: int = FRONTEND["hop_length"], frames: int = SEGMENT_FRAMES) -> int:

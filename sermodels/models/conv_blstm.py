@@ -48,10 +48,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sermodels._registry import register_model
+from sermodels._tracing import checking
 from sermodels.layers.domains import check_domain_name
 from sermodels.layers.fftconv import FFTConv1d
 from sermodels.layers.recurrent import MaskedLSTM
-from sermodels.models.base import SERModel, valid_lengths
+from sermodels.models.base import SERModel
 from sermodels.outputs import OutputSpec, dimensions
 from sermodels.postprocess import PostProcessing
 
@@ -204,7 +205,8 @@ class ConvBLSTM(SERModel):
         """The BLSTM outputs ``(B, frames, 2 · lstm_cells)`` of every clip and each clip's valid frame count."""
         if waveforms.dim() != 2:
             raise ValueError(f"waveforms must be (batch, samples), got {tuple(waveforms.shape)}")
-        lengths = valid_lengths(waveforms, lengths)
+        if lengths is None:
+            return self._whole_frames(waveforms)
         sequences, sequence_lengths, counts = self._cut(waveforms, lengths)
         per_sequence = self.sequence_samples // self.frame_samples
         group = MAX_SEQUENCES if not torch.is_grad_enabled() else sequences.shape[0]
@@ -221,6 +223,22 @@ class ConvBLSTM(SERModel):
             joined[row, : block.shape[0]] = block
             position += count
         return joined[:, : int(valid.max())], valid
+
+    def _whole_frames(self, waveforms: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`frames` of rows that are whole clips (``lengths=None``): every row has the same sequences, so the
+        cut is a reshape and every count comes from the shape (the path a traced graph holds: ONNX export)."""
+        batch, samples = waveforms.shape
+        size, per_sequence = self.sequence_samples, self.sequence_samples // self.frame_samples
+        count = (samples + size - 1) // size
+        sequences = F.pad(waveforms, (0, count * size - samples)).reshape(batch * count, size)
+        starts = torch.arange(count, device=waveforms.device) * size
+        sequence_lengths = (samples - starts).clamp(min=0, max=size).repeat(batch)
+        group = MAX_SEQUENCES if checking() and not torch.is_grad_enabled() else sequences.shape[0]
+        flat = torch.cat([self._sequence_frames(sequences[i : i + group], sequence_lengths[i : i + group])
+                          for i in range(0, sequences.shape[0], group)])  # fmt: skip
+        frames = (samples + self.frame_samples - 1) // self.frame_samples
+        joined = flat.reshape(batch, count * per_sequence, flat.shape[-1])[:, :frames]
+        return joined, torch.full((batch,), frames, dtype=torch.long, device=waveforms.device)
 
     def _cut(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Every clip as consecutive ``sequence_samples`` rows (zero-padded), with each row's valid samples and the

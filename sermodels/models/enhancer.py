@@ -205,7 +205,7 @@ class BLSTMEnhancer(SERModel):
         and the frames of each clip ``(B,)``; a clip gets the frames it has alone."""
         lengths = valid_lengths(waveforms, lengths)
         check_batch(waveforms, lengths)
-        total = int(self.mfcc.num_frames(torch.tensor([waveforms.shape[-1]]))[0])
+        total = self.mfcc.frame_count(waveforms.shape[-1])
         padded = tails_reflected(
             self.mfcc.mel_spectrogram, waveforms.float(), lengths, "blstm_enhancer", MIN_DURATION_S
         )
