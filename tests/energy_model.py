@@ -3,6 +3,9 @@ layer per head, on real EMO-DB files."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -55,3 +58,18 @@ class LogEnergyModel(SERModel):
     def forward(self, waveforms, lengths=None, head=None):
         self.batch_shapes.append(tuple(waveforms.shape))
         return self.classifiers[self.resolve_head(head)](self.embed(waveforms, lengths))
+
+
+class SnapshotReadingModel(LogEnergyModel):
+    """Records, at each call, how many predictions the snapshot file on disk holds (None: no file yet): what a
+    reader of ``predict --out`` sees while the run goes on."""
+
+    def __init__(self, snapshot: Path):
+        super().__init__()
+        self.snapshot = snapshot
+        self.seen: list[int | None] = []
+
+    def forward(self, waveforms, lengths=None, head=None):
+        exists = self.snapshot.exists()
+        self.seen.append(len(json.loads(self.snapshot.read_text())["predictions"]) if exists else None)
+        return super().forward(waveforms, lengths, head)

@@ -18,12 +18,20 @@ the model in consecutive chunks: an utterance-level output is the length-weighte
 of samples (160 at 16 kHz and 100 frames/s), so no frame straddles two chunks; frames next to a chunk boundary see
 only their own chunk's audio.
 
-Decoding, batching, bounded memory and bad files: :mod:`sermodels.pipelines.engine`. With ``out``, the results so
-far are written atomically when at least ``save_every_seconds`` have passed since the last write (checked after
-every batch) and when the run ends, also when it ends with an exception such as Ctrl-C: every file finished before
-the interruption is on disk, and a file on disk is always a complete, parseable snapshot. JSON snapshots carry
-``"complete": false`` until the end. A file's result is recorded when the last of its chunks has been through the
-model, never a partial average. What the command prints on the terminal: :mod:`sermodels.pipelines.terminal`.
+Decoding (``decode_workers`` threads ahead of the model, in input order), batching, bounded memory, bad files and
+the host-to-device copy: :mod:`sermodels.pipelines.engine`. With ``out``, the results so far are written atomically
+when at least ``save_every_seconds`` have passed since the last write (checked after every batch) and when the run
+ends, also when it ends with an exception such as Ctrl-C: every file finished before the interruption is on disk,
+and a file on disk is always a complete, parseable snapshot. JSON snapshots carry ``"complete": false`` until the
+end. A file's result is recorded when the last of its chunks has been through the model, never a partial average.
+
+The timed snapshots are written by one background thread (:class:`SnapshotWriter`), so a large table being
+formatted and synced to disk does not stall the model: the loop hands it a copy of the finished files and goes on.
+One write at a time; a snapshot requested while one is being written waits, and a newer one replaces it. The final
+snapshot is written by the calling thread after the writer thread has stopped, so it is always the last write and
+complete; a failed background write is raised in the calling thread at the next check (or at the end), as a
+synchronous write's error would be. ``background_writes=False`` writes every snapshot in the loop itself.
+What the command prints on the terminal: :mod:`sermodels.pipelines.terminal`.
 """
 
 from __future__ import annotations
@@ -31,8 +39,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import partial
@@ -48,6 +57,7 @@ from sermodels.outputs import OutputSpec, categories
 from sermodels.pipelines.engine import BatchEngine, Cut, Finished, chunks, steps, weighted_mean
 from sermodels.pipelines.inputs import expand_inputs
 from sermodels.pipelines.writers import pyarrow, table_csv, write_table_parquet
+from sermodels.runtime import prepare_for_inference
 
 SCORE_PREFIX = "score_"
 FORMATS = ("csv", "json", "parquet")
@@ -159,6 +169,13 @@ def run_predictions(
     save_every_seconds: float = 60.0,
     timeline_seconds: float | None = None,
     postprocess: bool = True,
+    decode_workers: int = 0,
+    decode_processes: bool = False,
+    resample_on_device: bool = False,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
+    background_writes: bool = True,
 ) -> PredictionResult:
     """Predict exactly these files (folders are not expanded; :func:`predict_files` expands them).
 
@@ -173,6 +190,14 @@ def run_predictions(
     ``.json`` or ``.parquet``): snapshots, see the module docstring. ``postprocess``: pass a frame-level head's
     whole-file frames through :meth:`~sermodels.models.base.SERModel.finish_frames` (a stored post-processing chain,
     e.g. conv_blstm's; False gives the network's raw frames).
+
+    Speed: ``decode_workers`` threads (processes with ``decode_processes``, for short clips on many cores) decode
+    files ahead of the model (0: in the calling thread);
+    ``resample_on_device`` resamples files whose rate is not the model's on ``device`` instead of with soxr on the
+    host (:mod:`sermodels.pipelines.engine`). ``precision`` (``fp32``, ``bf16``, ``fp16`` on CUDA), ``channels_last``
+    and ``compile`` are those of :func:`sermodels.runtime.prepare_for_inference`, which sets the network up once
+    for the run (bf16/fp16 and channels-last change the model in place, never its values).
+    ``background_writes``: timed snapshots in a background thread (module docstring).
     """
     head = model.resolve_head(head)
     spec = model.output_spec(head)
@@ -181,38 +206,128 @@ def run_predictions(
         max_chunk_seconds = getattr(model, "default_chunk_seconds", None)
     elif max_chunk_seconds == 0:
         max_chunk_seconds = None
-    engine = BatchEngine(
-        module=model,
-        sample_rate=model.sample_rate,
-        forward=partial(_forward, model, head, spec),
-        combine=_combine_frames if spec.level == "frame" else weighted_mean,
-        cut=partial(_cut, chunk=_chunk_samples(model, spec, max_chunk_seconds), minimum=_min_samples(model)),
-        min_duration=model.min_duration,
-        batch_size=batch_size,
-        max_batch_seconds=max_batch_seconds,
-        device=device,
-        nonfinite=f"the model produced non-finite {'logits' if spec.kind == 'categories' else 'outputs'} (NaN/Inf)",
-    )
+    was_training = model.training  # prepare_for_inference switches the model to eval mode
+    try:
+        # The one place the network is prepared: what the forward calls (autocast and compile inside; attributes such
+        # as output_lengths are the model's). An unknown precision, or fp16 off CUDA, fails here, before any work.
+        network = prepare_for_inference(
+            model, device=device, precision=precision, channels_last=channels_last, compile=compile
+        )
+        engine = BatchEngine(
+            module=model,
+            sample_rate=model.sample_rate,
+            forward=partial(_forward, network, head, spec),
+            combine=_combine_frames if spec.level == "frame" else weighted_mean,
+            cut=partial(_cut, chunk=_chunk_samples(model, spec, max_chunk_seconds), minimum=_min_samples(model)),
+            min_duration=model.min_duration,
+            batch_size=batch_size,
+            max_batch_seconds=max_batch_seconds,
+            device=device,
+            nonfinite=f"the model produced non-finite {'logits' if spec.kind == 'categories' else 'outputs'} (NaN/Inf)",
+            decode_workers=decode_workers,
+            decode_processes=decode_processes,
+            resample_on_device=resample_on_device,
+        )
+    except BaseException:  # invalid settings: the model keeps the train/eval mode it was given
+        model.train(was_training)
+        raise
     paths = [Path(p) for p in paths]
     outcomes: list[_FileOutcome | str | None] = [None] * len(paths)
-    collect = partial(_collect, model, head, spec, paths, outcomes, timeline_seconds)
+    collect = partial(_collect, model, head, spec, paths)
+    snapshot = partial(_write_snapshot, collect, timeline_seconds, out)
+    writer = SnapshotWriter(snapshot) if out is not None and background_writes else None
     last_save = time.monotonic()
     finished = False
     try:
         with steps(engine, paths, desc="predict", progress=progress) as run:
             for step in run:
-                for done in step.finished:
-                    outcomes[done.index] = _outcome(
-                        model, head, spec, paths[done.index], done, timeline_seconds, postprocess
-                    )
+                finished_now = _outcomes(model, head, spec, paths, step.finished, timeline_seconds, postprocess)
+                for done, outcome in zip(step.finished, finished_now):
+                    outcomes[done.index] = outcome
                 if out is not None and time.monotonic() - last_save >= save_every_seconds:
-                    write_predictions(collect(complete=False), out)
+                    # A copy of the list (not of the outcomes, which are never changed once set): the writer sees
+                    # the files finished so far, whatever the loop records while it writes.
+                    if writer is not None:
+                        writer.submit(list(outcomes))
+                    else:
+                        snapshot(list(outcomes))
                     last_save = time.monotonic()
         finished = True
     finally:
+        model.train(was_training)
+        failed_write = writer.stop() if writer is not None else None
         if out is not None and (finished or any(outcome is not None for outcome in outcomes)):
-            write_predictions(collect(complete=finished), out)
-    return collect(complete=True)
+            snapshot(outcomes, complete=finished)
+    if failed_write is not None:  # the run and the final snapshot are fine, a timed one failed: say so
+        raise failed_write
+    return collect(outcomes, timeline_seconds, complete=True)
+
+
+def _write_snapshot(
+    collect: Callable[..., PredictionResult],
+    timeline_seconds: float | None,
+    out: str | os.PathLike,
+    outcomes: list,
+    *,
+    complete: bool = False,
+) -> None:
+    """Write the table of ``outcomes`` (``None``: not finished yet) to ``out``, atomically."""
+    write_predictions(collect(outcomes, timeline_seconds, complete=complete), out)
+
+
+class SnapshotWriter:
+    """One background thread that writes snapshots with ``write(snapshot)``, one at a time, the latest first.
+
+    :meth:`submit` hands over a snapshot and returns at once; one submitted while a write is under way waits for
+    it and is replaced by any newer submission (nothing is gained by writing an older table). A write that raises
+    stops the thread; its exception is raised by the next :meth:`submit`, and :meth:`stop` returns it. :meth:`stop`
+    waits for the write under way (a complete file: writes are atomic), drops one not started and ends the thread,
+    after which the caller writes the final snapshot itself: no background write can come after it.
+    """
+
+    def __init__(self, write: Callable[[Any], None]):
+        self._write = write
+        self._changed = threading.Condition()
+        self._waiting: list[Any] = []  # at most one snapshot, submitted and not started
+        self._stopping = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="sermodels-snapshots", daemon=True)
+        self._thread.start()
+
+    def submit(self, snapshot: Any) -> None:
+        with self._changed:
+            if self._error is not None:
+                raise RuntimeError(f"writing a snapshot failed: {self._error}") from self._error
+            self._waiting[:] = [snapshot]
+            self._changed.notify()
+
+    def stop(self) -> RuntimeError | None:
+        """End the thread after the write under way; the error of a failed write (as raised by :meth:`submit`)."""
+        with self._changed:
+            self._stopping = True
+            self._waiting.clear()
+            self._changed.notify()
+        self._thread.join()
+        if self._error is None:
+            return None
+        error = RuntimeError(f"writing a snapshot failed: {self._error}")
+        error.__cause__ = self._error
+        return error
+
+    def _loop(self) -> None:
+        while True:
+            with self._changed:
+                while not self._waiting and not self._stopping:
+                    self._changed.wait()
+                if self._stopping:
+                    return
+                snapshot = self._waiting.pop()
+            try:
+                self._write(snapshot)
+            except BaseException as err:  # reported in the calling thread
+                with self._changed:
+                    self._error = err
+                return
 
 
 def _check_options(
@@ -344,6 +459,28 @@ def _outcome(
     duration = round(done.samples / model.sample_rate, TIME_DECIMALS)
     whole = {"path": str(path), "start": 0.0, "end": duration, **_values(model, head, spec, output.mean(0)[None])[0]}
     return _FileOutcome(output, whole, _timeline(model, head, spec, str(path), output, duration, timeline_seconds))
+
+
+def _outcomes(
+    model: SERModel,
+    head: str,
+    spec: OutputSpec,
+    paths: Sequence[Path],
+    finished: list[Finished],
+    timeline_seconds: float | None,
+    postprocess: bool,
+) -> list[_FileOutcome | str]:
+    """:func:`_outcome` of each file a step finished. An utterance-level head's rows are computed for the whole step
+    at once (one ``scores`` call, not one per file: the main loop's cost per file at high file rates); the same
+    values as file by file."""
+    if spec.level != "utterance":
+        return [_outcome(model, head, spec, paths[d.index], d, timeline_seconds, postprocess) for d in finished]
+    good = [done for done in finished if done.ok]
+    values = iter(_values(model, head, spec, torch.stack([done.result for done in good])) if good else [])
+    return [
+        _FileOutcome(done.result, {"path": str(paths[done.index]), **next(values)}, []) if done.ok else done.problem
+        for done in finished
+    ]
 
 
 def _values(model: SERModel, head: str, spec: OutputSpec, outputs: torch.Tensor) -> list[dict[str, Any]]:

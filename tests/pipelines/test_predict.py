@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from energy_model import EMOTIONS, LogEnergyModel
+from energy_model import EMOTIONS, LogEnergyModel, SnapshotReadingModel
 
 from sermodels.audio import load_audio
 from sermodels.pipelines.inputs import expand_inputs
@@ -228,24 +228,13 @@ def test_interruption_inside_a_window_keeps_the_finished_batches(tmp_path, good_
         assert row["score_anger"] == pytest.approx(by_path[row["path"]]["score_anger"], abs=1e-6)
 
 
-class SnapshotReadingModel(LogEnergyModel):
-    """Records, at each call, how many predictions the snapshot file on disk holds (None: no file yet)."""
-
-    def __init__(self, snapshot: Path):
-        super().__init__()
-        self.snapshot = snapshot
-        self.seen: list[int | None] = []
-
-    def forward(self, waveforms, lengths=None, head=None):
-        exists = self.snapshot.exists()
-        self.seen.append(len(json.loads(self.snapshot.read_text())["predictions"]) if exists else None)
-        return super().forward(waveforms, lengths, head)
-
-
 def test_snapshot_timer_is_checked_after_every_batch(tmp_path, good_files):
     out = tmp_path / "snapshot.json"
     model = SnapshotReadingModel(out)
-    predict_files(model, good_files, batch_size=2, progress=False, out=out, save_every_seconds=0.0)
+    # Written in the loop, so the file each batch sees is exactly the one before it (background writes: test_engine_io).
+    predict_files(
+        model, good_files, batch_size=2, progress=False, out=out, save_every_seconds=0.0, background_writes=False
+    )
     assert model.seen == [None, 2, 4]
     assert json.loads(out.read_text())["complete"] is True
 
