@@ -9,7 +9,6 @@ here. Each rank processes whole recordings into their own folders; after a barri
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from sermodels.pipelines.daylong import (
     recording_folders,
 )
 from sermodels.pipelines.inputs import expand_inputs
+from sermodels.pipelines.predict_runner import predict_trainer
 from sermodels.pipelines.readout import readings_for
 from sermodels.pipelines.vad import VAD, make_vad
 
@@ -103,18 +103,7 @@ def run_daylong(
             raise AudioError(path, "a folder with no audio files in it")
     out.mkdir(parents=True, exist_ok=True)
     runner = DaylongRunner(model, paths, out, settings, model_id, restart, progress)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no accelerator banner per run
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy,
-        num_nodes=num_nodes,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        use_distributed_sampler=True,
-    )
+    trainer = predict_trainer(accelerator, devices, strategy, num_nodes)
     results = trainer.predict(runner, return_predictions=True) or []
     mine = [r for batch in results for r in batch]
     if torch.distributed.is_available() and torch.distributed.is_initialized():

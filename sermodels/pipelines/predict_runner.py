@@ -152,6 +152,25 @@ class PredictRunner(L.LightningModule):
         return {"group": group, "computed": True, "failures": list(result.failures)}
 
 
+def predict_trainer(
+    accelerator: str, devices: int | str, strategy: str, num_nodes: int, progress: bool = False
+) -> L.Trainer:
+    """A ``Trainer`` for Lightning's predict loop over work items (the daylong runner, the distributed ``predict``):
+    no logger, checkpoints or summary; the distributed sampler shards the items over the ranks without repeats."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no accelerator banner per run
+    return L.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        num_nodes=num_nodes,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        use_distributed_sampler=True,
+    )
+
+
 def predict_distributed(
     model: SERModel,
     paths: Sequence[str | os.PathLike],
@@ -201,18 +220,7 @@ def predict_distributed(
     runner = PredictRunner(model, groups, partial, settings, {**options, "head": empty.head}, restart)
     if strategy is None:
         strategy = "ddp" if str(devices) != "1" or num_nodes > 1 else "auto"
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no accelerator banner per run
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy,
-        num_nodes=num_nodes,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-        use_distributed_sampler=True,
-    )
+    trainer = predict_trainer(accelerator, devices, strategy, num_nodes, progress)
     try:
         steps = trainer.predict(runner, return_predictions=True) or []
         if torch.distributed.is_available() and torch.distributed.is_initialized():
