@@ -6,6 +6,8 @@ sermodels predict --model ID PATH... [--out F]      emotions of files or folders
                                                     (F: also write .csv, .json, .parquet; '-': CSV on stdout)
                   [--timeline-seconds S]            frame-level heads: a timeline row per S seconds, not per frame
                   [--attention OUT.png|DIR]         + EmoNet attention maps (sermodels/plots.py)
+                  [--backend onnx] [--precision bf16] [--decode-workers N] [--compile]   speed options
+                  [--devices N --accelerator gpu --num-nodes M]   Lightning's multi-device predict loop, resumable
 sermodels evaluate --model ID --corpus NAME --root DIR [--split test|dev|loso|cv6|cv5]
 sermodels fit-svm --config RECIPE.yaml [key=value ...]
 sermodels fit-deep-spectrum --config RECIPE.yaml [key=value ...]   Deep Spectrum features + SVM or linear head
@@ -19,6 +21,7 @@ sermodels annotate select DAYLONG_OUT... --out SEL [--budget N]   medoid-ranked 
 sermodels annotate import SEL [LABELLED...] --out CORPUS [--propagate]   labels back as a corpus table for finetune
 sermodels wda --source NAME=ROOT... --target NAME=ROOT|PATH...|--target-daylong OUT... --out DIR [--labelled CSV]
                                                     adapt the NICU WDA model to unlabelled target audio (a release)
+sermodels export onnx ID -o DIR [--head H]           ONNX graph (front-end inside) for onnxruntime and audonnx
 sermodels card ID_OR_FOLDER                         (re)generate a model card
 sermodels hub push ID_OR_FOLDER --repo-id ORG/NAME  upload a checkpoint folder
 sermodels hub index ID --repo-id ORG/NAME [--revision SHA] [--default]   pin it in the pretrained index
@@ -33,8 +36,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from sermodels import predict_cli
+
 BINARY_VALENCE = ("non-positive", "positive")  # sermodels.labels.BINARY_VALENCE_CLASSES (not imported at start-up)
-STDOUT = "-"  # `predict --out -`: the CSV table on stdout (for pipes), not the aligned terminal table
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,35 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list architectures and pretrained models")
     p.set_defaults(run=_models)
 
-    p = sub.add_parser("predict", help="predict the emotion of audio files or folders")
-    p.add_argument("paths", nargs="+", help="audio files or folders (searched recursively)")
-    _model_args(p)
-    p.add_argument(
-        "--out",
-        help="also write every row to FILE.csv, FILE.json or FILE.parquet (needs pyarrow); '-': CSV on stdout "
-        "instead of the table (default: the table only: file, label, its probability, one row per file)",
-    )
-    p.add_argument(
-        "--chunk-seconds",
-        type=float,
-        default=None,
-        help="run longer files in windows of this size (default: the model's default_chunk_seconds, 30 s for "
-        "EmoNet, whole files for the SVMs; 0: whole files)",
-    )
-    p.add_argument(
-        "--timeline-seconds",
-        type=float,
-        default=None,
-        metavar="S",
-        help="frame-level heads: one timeline row per S seconds (frames averaged) instead of one per frame",
-    )
-    p.add_argument(
-        "--attention",
-        metavar="OUT",
-        help="also draw each file's attention map over its log-mel spectrogram (EmoNet models): OUT.png for a "
-        "single input file, else a folder receiving <file stem>.png per input (sub-folders of folder inputs kept)",
-    )
-    p.set_defaults(run=_predict)
+    predict_cli.add_parser(sub, _model_args)
 
     p = sub.add_parser("evaluate", help="evaluate a model on a corpus partition and write a JSON report")
     _model_args(p)
@@ -156,6 +132,10 @@ def _parser() -> argparse.ArgumentParser:
     from sermodels.training import wda_cli
 
     wda_cli.add_parser(sub)
+
+    from sermodels.deploy import export_cli
+
+    export_cli.add_parser(sub)
 
     p = sub.add_parser("card", help="generate README.md of a checkpoint folder from config.json and metrics.json")
     p.add_argument("model")
@@ -221,59 +201,6 @@ def _models(args) -> int:
     print("architectures:", ", ".join(sermodels.list_models()))
     print("pretrained:   ", ", ".join(sermodels.list_pretrained()))
     return 0
-
-
-def _predict(args) -> int:
-    import sermodels
-    from sermodels.pipelines.predict import check_output_path, predict_files, write_predictions
-    from sermodels.pipelines.terminal import prediction_table
-
-    to_stdout = args.out == STDOUT
-    out = None if to_stdout else args.out
-    if out:
-        check_output_path(out)
-    maps = None
-    if args.attention:
-        from sermodels import plots
-
-        maps = plots.attention_targets(args.paths, args.attention)
-    model = sermodels.load(args.model, revision=args.revision, device=args.device)
-    if maps is not None:
-        plots.check_has_attention(model)
-    # With --out the engine writes atomic snapshots while it runs and on interruption, so finished work is kept.
-    result = predict_files(
-        model,
-        args.paths,
-        head=args.head,
-        batch_size=args.batch_size,
-        device=args.device,
-        progress=not args.no_progress,
-        max_chunk_seconds=args.chunk_seconds,
-        out=out,
-        timeline_seconds=args.timeline_seconds,
-    )
-    table = [] if to_stdout else prediction_table(result)
-    if to_stdout:
-        write_predictions(result, sys.stdout)
-    elif table:
-        print("\n".join(table), flush=True)
-    frame = result.spec.level == "frame"
-    if out:
-        rows = f" ({len(result.timeline)} timeline rows)" if frame else ""
-        print(f"wrote {len(result.rows)} predictions{rows} to {out}", file=sys.stderr)
-    elif frame and table:
-        print("each file's frames averaged; --out FILE.csv (or '-') writes the timeline", file=sys.stderr)
-    not_drawn = [] if maps is None else plots.write_attention_maps(model, maps, result.paths, head=args.head)
-    for path, reason in result.failures:
-        print(f"skipped {reason}" if str(path) in reason else f"skipped {path}: {reason}", file=sys.stderr)
-    for path, reason in not_drawn:
-        print(f"no attention map for {path}: {reason}", file=sys.stderr)
-    if maps is not None:
-        print(f"wrote {len(result.rows) - len(not_drawn)} attention maps to {args.attention}", file=sys.stderr)
-    if result.failures:
-        print(f"{len(result.failures)} of {len(result.failures) + len(result.rows)} inputs failed", file=sys.stderr)
-        return 1
-    return 1 if not_drawn else 0
 
 
 def _evaluate(args) -> int:

@@ -42,6 +42,10 @@ class SERModel(nn.Module):
     # The optimiser that transfer (sermodels finetune, TransferTask) uses by default for this family; None: the
     # transfer regime's own (EmoNet §6.1: SGD at 0.1 for adapters, 0.01 otherwise).
     transfer_optimizer: ClassVar[dict[str, Any] | None] = None
+    # The length (seconds) of the example that ONNX export traces (sermodels.deploy.onnx; None: its default). The
+    # graph's time axis is dynamic whatever it is; a model whose time axis runs through an LSTM sets it short, as
+    # the exporter's shape analysis steps through the LSTM once per time step of the example.
+    onnx_trace_seconds: ClassVar[float | None] = None
 
     sample_rate: int
     heads: dict[str, list[str]]

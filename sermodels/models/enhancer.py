@@ -112,6 +112,7 @@ class BLSTMEnhancer(SERModel):
     """
 
     min_duration = MIN_DURATION_S
+    onnx_trace_seconds = 0.1  # 11 frames: the exporter steps through the BLSTM per frame of the traced example
 
     def __init__(
         self,
