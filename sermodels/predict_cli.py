@@ -103,6 +103,28 @@ def _check(args) -> None:
             raise ValueError("--devices/--num-nodes write shards and merge them: give --out FILE")
         if args.backend != "torch" or args.attention or args.device != "cpu":
             raise ValueError("--devices runs the torch backend, placed by Lightning (--accelerator; not --device)")
+        one_process = {
+            "--precision": args.precision != "fp32",
+            "--channels-last": args.channels_last,
+            "--compile": args.compile,
+            "--decode-workers": args.decode_workers > 0,
+            "--decode-processes": args.decode_processes,
+            "--resample-on-device": args.resample_on_device,
+        }
+        refused = [flag for flag, on in one_process.items() if on]
+        if refused:
+            raise ValueError(f"{', '.join(refused)}: options of a one-process run, not (yet) of --devices runs")
+    else:
+        many = {
+            "--accelerator": args.accelerator != "cpu",
+            "--group-size": args.group_size is not None,
+            "--restart": args.restart,
+        }
+        refused = [flag for flag, on in many.items() if on]
+        if refused:
+            raise ValueError(
+                f"{', '.join(refused)}: options of a --devices run (one process: --device cuda picks the GPU)"
+            )
 
 
 def run(args) -> int:

@@ -77,18 +77,23 @@ def keep_front_ends_fp32(model: nn.Module) -> list[nn.Module]:
         seen.update(id(inner) for inner in module.modules())  # wrap the outermost front-end only
         if getattr(module, "_fp32_front_end", False):
             continue
-        module.forward = _fp32_forward(module.forward)
+        module.forward = Fp32Forward(module)
         module._fp32_front_end = True
         wrapped.append(module)
     return wrapped
 
 
-def _fp32_forward(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    def run_in_fp32(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return forward(x.float() if x.is_floating_point() else x, *args, **kwargs)
+class Fp32Forward:
+    """A front-end's own ``forward`` run in fp32 outside autocast, set on the instance. An object that holds its
+    module, not a closure: ``copy.deepcopy`` of the model copies it with the module (the copy's front-end calls the
+    copy, e.g. in ONNX export after a bf16 run), and the model still pickles."""
 
-    return run_in_fp32
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __call__(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return type(self.module).forward(self.module, x.float() if x.is_floating_point() else x, *args, **kwargs)
 
 
 class PreparedModel:

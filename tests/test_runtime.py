@@ -118,3 +118,22 @@ def test_compiled_fast_path_agrees_with_eager():
         prepared(x, head="a")
     assert any(event.key.startswith("mkldnn::_convolution_pointwise") for event in profile.key_averages())
     assert inductor_config.freezing is False
+
+
+def test_a_prepared_model_still_copies_and_pickles():
+    """The fp32 front-end wrapper travels with its module: a deep copy's front-end runs the copy, pickling works."""
+    import copy
+    import pickle
+
+    import sermodels
+    from sermodels.runtime import prepare_for_inference
+
+    model = sermodels.load("emonet_wrn.arousal")
+    prepare_for_inference(model, precision="bf16")
+    clone = copy.deepcopy(model)
+    front_ends = [m for m in clone.modules() if getattr(m, "_fp32_front_end", False)]
+    assert front_ends and all(m.forward.module is m for m in front_ends)
+    restored = pickle.loads(pickle.dumps(model))
+    waveforms = torch.randn(1, 16000, generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.no_grad():
+        assert torch.equal(restored(waveforms), model(waveforms))

@@ -1,7 +1,8 @@
 """``sermodels export onnx ID -o DIR``: the command line of :func:`sermodels.deploy.onnx.export_onnx`.
 
 After writing the files it runs the graph once in onnxruntime beside the model in torch, at two input lengths, and
-prints the largest difference per head (``--no-check`` skips it). The parity of every released model on real audio
+prints the largest difference of the scores per head; beyond :func:`~sermodels.deploy.onnx.parity_tolerance` the
+command exits with status 1 (``--no-check`` skips it). The parity of every released model on real audio
 is a test (``tests/deploy/test_onnx_export.py``).
 """
 
@@ -36,7 +37,7 @@ def run(args) -> int:
     import torch
 
     import sermodels
-    from sermodels.deploy.onnx import export_onnx, parity
+    from sermodels.deploy.onnx import export_onnx, parity, parity_tolerance
 
     model = sermodels.load(args.model, revision=args.revision)
     path = export_onnx(model, args.out, heads=args.head, model_id=args.model, opset=args.opset)
@@ -44,10 +45,15 @@ def run(args) -> int:
     if args.no_check:
         return 0
     generator = torch.Generator().manual_seed(0)
+    tolerance, failed = parity_tolerance(model), False
     for seconds in CHECK_SECONDS:
         samples = int(max(seconds, model.min_duration) * model.sample_rate)
         waveforms = 0.1 * torch.randn(2, samples, generator=generator)
         worst = parity(model, path, waveforms)
+        failed = failed or max(worst.values()) > tolerance
         shown = ", ".join(f"{head} {value:.2e}" for head, value in worst.items())
         print(f"onnxruntime vs torch at {samples / model.sample_rate:g} s: max |difference| {shown}", file=sys.stderr)
+    if failed:
+        print(f"the graph's scores differ from torch's by more than {tolerance:g}: do not deploy it", file=sys.stderr)
+        return 1
     return 0

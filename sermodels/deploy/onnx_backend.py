@@ -13,6 +13,8 @@ weights digest must match the model's: a graph exported from other weights is re
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sermodels.deploy.onnx import INPUT_NAME, MODEL_FILE, export_onnx, read_export_info
+from sermodels._version import __version__
+from sermodels.deploy.onnx import EXPORT_FORMAT, INPUT_NAME, MODEL_FILE, export_onnx, read_export_info
 from sermodels.models.base import SERModel
 from sermodels.runtime import weights_digest
 
@@ -35,13 +38,26 @@ def cache_root() -> Path:
 
 
 def cached_export(model: SERModel, model_id: str | None = None) -> Path:
-    """``model.onnx`` of ``model`` (all heads) in the cache, exported on first use; keyed by the weights digest,
-    so new weights never reuse an old graph."""
-    folder = cache_root() / f"{model.arch}-{weights_digest(model)[:24]}"
+    """``model.onnx`` of ``model`` (all heads) in the cache, exported on first use; keyed by :func:`export_key`, so
+    other weights, another configuration or another exporter never reuse an old graph."""
+    folder = cache_root() / f"{model.arch}-{export_key(model)}"
     path = folder / MODEL_FILE
     if not path.is_file():
         export_onnx(model, folder, model_id=model_id)
     return path
+
+
+def export_key(model: SERModel) -> str:
+    """24 hex digits of sha256 over what decides the graph: the weights digest, the configuration, the export
+    format and the sermodels and torch versions (a fix of a traced path comes with a new version)."""
+    what = {
+        "weights": weights_digest(model),
+        "config": model.config(),
+        "format": EXPORT_FORMAT,
+        "sermodels": __version__,
+        "torch": torch.__version__,
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 class OnnxBackend(nn.Module):
@@ -70,6 +86,8 @@ class OnnxBackend(nn.Module):
                 f"{file} was exported from other weights (sha256 {str(info.get('weights_sha256'))[:12]}...) than "
                 f"the model given ({digest[:12]}...): export this model (sermodels export onnx) or drop --onnx"
             )
+        if json.loads(json.dumps(info.get("config"))) != json.loads(json.dumps(model.config())):
+            raise ValueError(f"{file} was exported from a model of another configuration than the model given")
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -90,6 +108,8 @@ class OnnxBackend(nn.Module):
         if head not in self.exported_heads:
             raise KeyError(f"{self.path} was exported without head {head!r} (it has {self.exported_heads})")
         batch, width = waveforms.shape
+        if batch == 0:
+            raise ValueError("an empty batch: nothing to run")
         sizes = [width] * batch if lengths is None else [int(n) for n in lengths.tolist()]
         host = waveforms.detach().float().cpu().numpy()
         rows: list[np.ndarray | None] = [None] * batch

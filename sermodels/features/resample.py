@@ -28,6 +28,9 @@ import torch
 import torch.nn.functional as F
 
 RESAMPLING_METHODS = ("sinc_interp_hann", "sinc_interp_kaiser")
+# The largest gcd-reduced ``new * orig`` accepted (e.g. 44.1 kHz -> 16 kHz: 160 x 441 = 70 560): co-prime rates such
+# as 44 101 -> 16 000 would need a filter bank of gigabytes.
+MAX_PHASES_X_TAPS = 1_000_000
 # torchaudio's default Kaiser beta (the value of its signature; Kaiser's formula for ~ 150 dB attenuation).
 DEFAULT_KAISER_BETA = 14.769656459379492
 
@@ -52,13 +55,19 @@ def resample(
         return waveform
     g = math.gcd(int(orig_freq), int(new_freq))
     orig, new = int(orig_freq) // g, int(new_freq) // g
+    if new * orig > MAX_PHASES_X_TAPS:
+        raise ValueError(
+            f"resampling {orig_freq} -> {new_freq} Hz needs a {new} x {orig} polyphase filter bank (the rates share "
+            f"only the factor {g}); resample such files with soxr (sermodels.audio.load_audio) instead"
+        )
     kernel, width = sinc_kernel(orig, new, lowpass_filter_width, rolloff, resampling_method, beta)
     kernel = kernel.to(device=waveform.device, dtype=waveform.dtype)
     shape = waveform.shape
     samples = shape[-1]
     flat = waveform.reshape(-1, 1, samples)
     padded = F.pad(flat, (width, width + orig))
-    phases = F.conv1d(padded, kernel, stride=orig)  # (rows, new, frames): output i + new * q at [row, i, q]
+    with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):  # full fp32 on GPUs
+        phases = F.conv1d(padded, kernel, stride=orig)  # (rows, new, frames): output i + new * q at [row, i, q]
     out = phases.transpose(1, 2).reshape(flat.shape[0], -1)
     length = -(-new * samples // orig)  # ceil
     return out[:, :length].reshape(*shape[:-1], length)

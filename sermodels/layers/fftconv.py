@@ -73,7 +73,8 @@ class FFTConv1d(nn.Module):
 
     def _correlate(self, x: Tensor) -> Tensor:
         weight = self.weight.float()
-        out = traced_correlate(x, weight) if tracing() else _FFTCorrelate.apply(x, weight)
+        traced = tracing() and not self.training  # compiled training keeps the written-out backward
+        out = traced_correlate(x, weight) if traced else _FFTCorrelate.apply(x, weight)
         return out if self.bias is None else out + self.bias.float()[:, None]
 
 

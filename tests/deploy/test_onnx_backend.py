@@ -98,3 +98,27 @@ def test_cli_export(tmp_path, capsys):
     assert "onnxruntime vs torch at 2 s" in err and (tmp_path / "svm" / "model.yaml").is_file()
     difference = float(err.split("max |difference| emodb ")[1].split()[0])
     assert difference < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--devices", "2", "--out", "x.csv", "--precision", "bf16"], "one-process run"),
+        (["--devices", "2", "--out", "x.csv", "--backend", "onnx"], "torch backend"),
+        (["--devices", "2"], "give --out FILE"),
+        (["--accelerator", "gpu"], "options of a --devices run"),
+        (["--restart"], "options of a --devices run"),
+        (["--onnx", "somewhere"], "--onnx names the graph of --backend onnx"),
+        (["--backend", "onnx", "--device", "cuda"], "runs on the CPU"),
+    ],
+)
+def test_cli_refuses_options_that_would_be_ignored(options, message, capsys):
+    assert main(["predict", "sermodels/assets/clips", "--no-progress", *options]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_failed_export_leaves_no_folder(tmp_path):
+    model = sermodels.load("logmel_svm.emodb")
+    with pytest.raises(KeyError):
+        export_onnx(model, tmp_path / "never", heads=["nope"])
+    assert not (tmp_path / "never").exists()

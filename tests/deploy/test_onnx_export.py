@@ -29,6 +29,7 @@ from sermodels.deploy.onnx import (
     MODEL_FILE,
     export_onnx,
     parity,
+    parity_tolerance,
     read_export_info,
 )
 from sermodels.runtime import weights_digest
@@ -36,22 +37,22 @@ from sermodels.runtime import weights_digest
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 RELEASED = sorted(name for name in sermodels.list_pretrained() if name != "default")
-LENGTHS = (2.0, 3.3)  # seconds: two input lengths (every released model's minimum is shorter)
-TOLERANCE = 1e-4  # on scores as predict reports them (probabilities, decision values, values)
-# Deep Spectrum quantises its input: each spectrogram pixel becomes one of the colour map's 256 entries (a floor of
-# the normalised dB value), so a difference of 1e-6 in one STFT bin (onnxruntime's DFT vs torch's FFT) can move a
-# pixel one colour step, and the CNN passes the step on: on the test clips here the probabilities move by up to 0.017
-# (0.0027 on six other EMO-DB files). The label must not move.
-QUANTISED_TOLERANCE = {"deep_spectrum": 0.05}
+# Seconds: two input lengths; the longer one spans two of conv_blstm's 6 s sequences (every minimum is shorter).
+LENGTHS = (2.0, 6.5)
 
 
 @pytest.fixture(scope="module")
 def speech() -> torch.Tensor:
-    """Two real EMO-DB utterances at 16 kHz, cut to the longer test length: ``(2, samples)``."""
-    files = [f for f in spread_files("emodb", 12) if len(load_audio(f)) >= LENGTHS[-1] * 16000][:2]
-    assert len(files) == 2
+    """Two rows of real EMO-DB speech at 16 kHz (utterances of different speakers joined end to end), each as long as
+    the longer test length: ``(2, samples)``."""
     samples = int(LENGTHS[-1] * 16000)
-    return torch.stack([load_audio(f)[:samples] for f in files])
+    files = spread_files("emodb", 16)
+    rows = []
+    for half in (files[0::2], files[1::2]):
+        row = torch.cat([load_audio(f) for f in half])
+        assert len(row) >= samples
+        rows.append(row[:samples])
+    return torch.stack(rows)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,7 @@ def _check_parity(model, folder: Path, speech: torch.Tensor) -> None:
             got_scores = _scores(model, head, torch.from_numpy(got))
             want_scores = _scores(model, head, want)
             worst = float((got_scores - want_scores).abs().max())
-            assert worst <= QUANTISED_TOLERANCE.get(model.arch, TOLERANCE), (head, seconds, worst)
+            assert worst <= parity_tolerance(model), (head, seconds, worst)
             if model.output_spec(head).kind == "categories":
                 assert torch.equal(got_scores.argmax(-1), want_scores.argmax(-1)), (head, seconds)
 

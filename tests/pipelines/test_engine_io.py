@@ -467,3 +467,10 @@ def test_rows_of_a_step_computed_together_equal_the_rows_of_each_file(mixed_file
             for done, outcome in zip(step.finished, together):
                 alone = predict_module._outcome(model, head, spec, mixed_files[done.index], done, None)
                 assert outcome == alone if isinstance(alone, str) else outcome.row == alone.row
+
+
+def test_resampler_refuses_rates_that_share_no_factor():
+    from sermodels.features.resample import resample
+
+    with pytest.raises(ValueError, match="44101 -> 16000 Hz needs a 16000 x 44101"):
+        resample(torch.zeros(1, 100), 44101, 16000)
