@@ -1330,11 +1330,146 @@ def cnn_lstm_claims(summary: dict[str, Any]) -> list[str]:
     return claims
 
 
+# ------------------------------------------------------------------------------------------------------ speed
+
+
+def speed_table(path: Path = RESULTS / "speed.json", cuda: Path = RESULTS / "speed_cuda.json") -> str:
+    """benchmarks/speed.py: × real time and fraction of the matmul rate per family and row kind (CPU, and the GPU
+    when ``speed_cuda.json`` exists), the fast path's steps one by one, and predict's memory on a long recording."""
+    if not path.is_file():
+        return "_Not measured yet: run `python benchmarks/speed.py`._"
+    res = read_json_object(path)
+    section = res["cpu"]
+    rows = [*speed_rows(section["families"], "CPU"), "", speed_fastest(section["families"]), ""]
+    rows += speed_ablation_rows(section.get("ablation", {}))
+    rows += ["", speed_reference(res, section, "CPU")]
+    if cuda.is_file():
+        gpu = read_json_object(cuda)
+        label = f"GPU ({gpu['cuda']['device_name']})"
+        rows += ["", *speed_rows(gpu["cuda"]["families"], label), "", *speed_e2e_rows(gpu["cuda"]["end_to_end"])]
+        rows += ["", speed_reference(gpu, gpu["cuda"], label)]
+    else:
+        rows += ["", "GPU: not measured yet (`bash benchmarks/speed_gpu.sh` on a CUDA machine)."]
+    if "predict_memory" in res:
+        rows += ["", speed_memory_line(res["predict_memory"])]
+    return "\n".join(rows)
+
+
+def speed_rows(families: dict[str, Any], device: str) -> list[str]:
+    rows = [
+        f"| {device} | checkpoint | path | batch | × real time | GFLOP/s | fraction of matmul | labels as fp32 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for family, entry in families.items():
+        if "error" in entry:
+            rows.append(f"| {family} | {entry['model_id']} | failed: {entry['error'].splitlines()[0][:80]} | | | | | |")
+            continue
+        for row in entry["rows"]:
+            if "skipped" in row:
+                rows.append(f"| {family} | {entry['model_id']} | {row['kind']}: not run | | | | | |")
+                continue
+            rows.append(
+                f"| {family} | {entry['model_id']} | {row['kind']} | {row['batch']} × {row['clip_seconds']:g} s | "
+                f"{speed_cells(row)} | {agreement_cell(row)} |"
+            )
+    return rows
+
+
+def speed_fastest(families: dict[str, Any]) -> str:
+    """Which path is fastest for each family on the CPU, and how much faster than fp32 (medians)."""
+    parts = []
+    for family, entry in families.items():
+        rows = [row for row in entry.get("rows", []) if "x_realtime" in row]
+        if not rows:
+            continue
+        best = max(rows, key=lambda row: row["x_realtime"])
+        parts.append(f"{family} {best['kind']} ({best['x_realtime'] / rows[0]['x_realtime']:.1f}× fp32)")
+    return "Fastest on this CPU: " + ", ".join(parts) + "."
+
+
+def speed_cells(row: dict[str, Any]) -> str:
+    """× real time, GFLOP/s and the fraction of the matmul rate: the median repetition, the fastest in brackets."""
+    return (
+        f"{row['x_realtime']:.0f} ({row['x_realtime_best']:.0f}) | {row['achieved_gflops']:.1f} | "
+        f"{100 * row['fraction_of_matmul']:.0f} % ({100 * row['fraction_of_matmul_best']:.0f} %) of "
+        f"{row['matmul_dtype']}" + (" (1 thread)" if "matmul_1_thread" in row else "")
+    )
+
+
+def agreement_cell(row: dict[str, Any]) -> str:
+    """Label agreement with fp32 (categories heads), else the largest output difference; ``–`` for fp32 itself."""
+    agreement = row.get("agreement")
+    if agreement is None:
+        return "–"
+    if "labels_agree" in agreement:
+        return f"{100 * agreement['labels_agree']:.1f} % of {agreement['clips']}"
+    return f"relative error {agreement['relative_error']:.1g}"
+
+
+def speed_ablation_rows(ablation: dict[str, list[dict[str, Any]]]) -> list[str]:
+    if not ablation:
+        return []
+    rows = [
+        "| CPU fast path, step by step | × real time | GFLOP/s | fraction of matmul | labels as fp32 |",
+        "|---|---|---|---|---|",
+    ]
+    for family, steps in ablation.items():
+        for row in steps:
+            rows.append(f"| {family}: {row['kind']} | {speed_cells(row)} | {agreement_cell(row)} |")
+    return rows
+
+
+def speed_e2e_rows(runs: list[dict[str, Any]]) -> list[str]:
+    rows = ["| end to end (`run_predictions`, WAV files) | files | × real time |", "|---|---|---|"]
+    for run in runs:
+        if "error" in run:
+            rows.append(f"| {run['family']} | failed: {run['error'].splitlines()[0][:80]} | |")
+        else:
+            rows.append(
+                f"| {run['family']} ({run['model_id']}) | {run['files']} × {run['file_seconds']:g} s | "
+                f"{run['x_realtime']:.0f} |"
+            )
+    return rows
+
+
+def speed_reference(res: dict[str, Any], section: dict[str, Any], device: str) -> str:
+    machine, matmul = res["machine"], section["matmul"]
+    load = [machine.get("load_average_at_start"), machine.get("load_average_at_end")]
+    loads = " → ".join(f"{value[0]:.1f}" for value in load if value)
+    quick = " (a `--quick` smoke run: toy sizes, not the benchmark)" if res.get("quick") else ""
+    quick += "" if res.get("complete", True) else " (the run was cut short: what it measured before)"
+    name = "speed.json" if res["device"] == "cpu" else "speed_cuda.json"
+    return (
+        f"{device} matmul reference, measured in the same run: fp32 {matmul['fp32']['gflops']:.0f} GFLOP/s, bf16 "
+        f"{matmul['bf16']['gflops']:.0f} GFLOP/s ({matmul['fp32']['n']}² products). fp32: the model as loaded; bf16: "
+        '`prepare_for_inference(model, precision="bf16", channels_last=True)` (autocast, front-end kept in fp32); '
+        "bf16+compile: the same with `compile=True` (inductor with frozen weights: BN folded, oneDNN weights "
+        "pre-packed); onnxruntime: the exported graph on its CPU provider, fp32. × real time and fraction of matmul: "
+        "the median repetition, the fastest in brackets. Labels as fp32: the fraction of further real-speech clips "
+        "whose label equals the fp32 model's (default head). FLOP from `model.flops` (EmoNet) or `FlopCounterMode` "
+        "(the others). Measured "
+        f"{res['date']} on {machine['cpu_model']} ({machine['torch_threads']} torch threads, load average {loads}; "
+        f"the machine is shared), torch {res['torch']}, by `python benchmarks/speed.py` "
+        f"(`benchmarks/results/{name}`){quick}."
+    )
+
+
+def speed_memory_line(memory: dict[str, Any]) -> str:
+    run = memory["run"]
+    return (
+        f"`sermodels predict` with {memory['model_id']} on {memory['recording_hours']:g} h of speech "
+        f"({duration(run['recording_seconds'])}, 16 kHz 16-bit WAV): peak RSS {run['peak_rss_bytes'] / MIB:.0f} "
+        f"MiB, of which the decoded waveform is {run['waveform_bytes'] / MIB:.0f} MiB (the engine holds a file whole "
+        f"and runs the model window by window), {run['x_realtime']:.0f}× real time."
+    )
+
+
 SECTIONS = {
     "models": models_table,
     "zoo": zoo_table,
     "emonet": emonet_table,
     "emonet_speed": emonet_speed_table,
+    "speed": speed_table,
     "deep_spectrum": deep_spectrum_table,
     "baselines": baselines_table,
     "setup": setup_table,
