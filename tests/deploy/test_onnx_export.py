@@ -185,3 +185,21 @@ def test_parity_reports_differences(exported, speech):
 def test_released_example_is_in_this_suite():
     """Every released id is exported above (a new release joins the parity test by being in the index)."""
     assert len(RELEASED) >= 11 and all(Path(sermodels.hub.resolve(r)).is_dir() for r in RELEASED)
+
+
+@pytest.mark.parametrize("frontend", ["logmel", "raw"])
+def test_an_architecture_without_a_release_exports_too(frontend, tmp_path, speech):
+    """Every registered architecture exports, not only the released checkpoints: the CNN+LSTM of the transfer study
+    (fixed 3.375 s centre window) at a length inside and one beyond its window."""
+    from sermodels.models.cnn_lstm import CNNLSTM
+
+    torch.manual_seed(0)
+    model = CNNLSTM({"basic4": ["anger", "happiness", "neutral", "sadness"]}, frontend=frontend, filters=8,
+                    lstm_units=6, dense_units=12).eval()  # fmt: skip
+    path = export_onnx(model, tmp_path)
+    for seconds in LENGTHS:
+        clips = speech[:, : int(seconds * 16000)]
+        assert parity(model, path, clips)["basic4"] <= parity_tolerance(model), seconds
+        with torch.no_grad():  # the traced path (whole rows) is the padded batch's path with full lengths
+            full = torch.full((2,), clips.shape[1])
+            assert torch.allclose(model(clips, None), model(clips, full), atol=1e-6)
