@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 
 RESAMPLING_METHODS = ("sinc_interp_hann", "sinc_interp_kaiser")
-# The largest gcd-reduced ``new * orig`` accepted (e.g. 44.1 kHz -> 16 kHz: 160 x 441 = 70 560): co-prime rates such
-# as 44 101 -> 16 000 would need a filter bank of gigabytes.
-MAX_PHASES_X_TAPS = 1_000_000
+# The largest gcd-reduced ``new * orig`` accepted: the filter bank holds about that many float64 taps (64 M: 512 MB;
+# 44.1 kHz -> 16 kHz is 160 x 441, 16 kHz -> 12 345 Hz 2 469 x 3 200), while co-prime rates such as 44 101 -> 16 000
+# (16 000 x 44 101) would need gigabytes.
+MAX_PHASES_X_TAPS = 64_000_000
 # torchaudio's default Kaiser beta (the value of its signature; Kaiser's formula for ~ 150 dB attenuation).
 DEFAULT_KAISER_BETA = 14.769656459379492
 
