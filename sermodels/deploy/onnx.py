@@ -196,7 +196,7 @@ def export_info(model: SERModel, heads: list[str], model_id: str | None, proto=N
             head: {
                 "labels": list(model.label_names(head)),
                 "spec": spec.to_json(),
-                "values": _output_meaning(model, spec),
+                "values": _output_meaning(spec),
             }
             for head, spec in specs.items()
         },
@@ -207,7 +207,7 @@ def export_info(model: SERModel, heads: list[str], model_id: str | None, proto=N
     }
 
 
-def _output_meaning(model: SERModel, spec) -> str:
+def _output_meaning(spec) -> str:
     if spec.kind == "categories":
         return "decision values (SVM)" if spec.score == "decision" else "logits (softmax: class probabilities)"
     return "values" if spec.kind == "dimensions" else "embedding"

@@ -27,7 +27,7 @@ from sermodels.pipelines.daylong import (
     process_recording,
     recording_folders,
 )
-from sermodels.pipelines.inputs import expand_inputs
+from sermodels.pipelines.inputs import unique_inputs
 from sermodels.pipelines.predict_runner import predict_trainer
 from sermodels.pipelines.readout import readings_for
 from sermodels.pipelines.vad import VAD, make_vad
@@ -91,11 +91,7 @@ def run_daylong(
     ``out/index.html`` list them all. Returns this rank's results (all of them with one process)."""
     settings = settings or DaylongSettings()
     out = Path(out)
-    paths, seen = [], set()
-    for p in expand_inputs(recordings):  # a file reached twice (a folder and a file in it) is processed once
-        if os.path.abspath(p) not in seen:
-            seen.add(os.path.abspath(p))
-            paths.append(Path(p))
+    paths = unique_inputs(recordings)  # a file reached twice (a folder and a file in it) is processed once
     if not paths:
         raise ValueError("no recordings given")
     for path in paths:

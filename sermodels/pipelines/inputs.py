@@ -34,6 +34,19 @@ def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return expanded
 
 
+def unique_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """:func:`expand_inputs` with every file kept once, at its first place (a folder and a file in it, or the same
+    file under two spellings, by absolute path)."""
+    files: list[Path] = []
+    seen: set[str] = set()
+    for path in expand_inputs(paths):
+        absolute = os.path.abspath(path)
+        if absolute not in seen:
+            seen.add(absolute)
+            files.append(path)
+    return files
+
+
 def _audio_files_below(folder: Path) -> Iterator[Path]:
     for root, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]

@@ -61,7 +61,7 @@ from torch.utils.data import DataLoader
 
 from sermodels._io import atomic_write_text, software_versions
 from sermodels.models.base import SERModel
-from sermodels.pipelines.inputs import expand_inputs, file_key
+from sermodels.pipelines.inputs import file_key, unique_inputs
 from sermodels.pipelines.predict import PredictionResult, check_output_path, run_predictions, write_predictions
 from sermodels.pipelines.resume import SETTINGS_FILE, PartialFolder, differences, locked
 from sermodels.runtime import weights_digest
@@ -241,19 +241,6 @@ def predict_distributed(
     finally:
         runner.release()
     return mine
-
-
-def unique_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """:func:`expand_inputs` with every file kept once, at its first place (a folder and a file in it, or the same
-    file under two spellings, by absolute path)."""
-    files: list[Path] = []
-    seen: set[str] = set()
-    for path in expand_inputs(paths):
-        absolute = os.path.abspath(path)
-        if absolute not in seen:
-            seen.add(absolute)
-            files.append(path)
-    return files
 
 
 def check_settings(partial: Path, settings: dict[str, Any]) -> None:
